@@ -1,0 +1,42 @@
+use std::sync::Arc;
+
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::views::MemberView;
+use super::{ApiTags, BearerAuth, client_ip};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub struct MeApi;
+
+#[derive(ApiResponse)]
+enum Deleted {
+    /// The membership is deleted and every session revoked.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[OpenApi(tag = "ApiTags::Me")]
+impl MeApi {
+    /// The signed-in member.
+    #[oai(path = "/v1/me", method = "get")]
+    async fn me(&self, auth: BearerAuth) -> Result<Json<MemberView>, ApiError> {
+        Ok(Json(MemberView::from(&auth.0.member)))
+    }
+
+    /// Deletes the caller's own membership (soft delete) and revokes all their sessions.
+    #[oai(path = "/v1/me", method = "delete")]
+    async fn delete_me(
+        &self,
+        auth: BearerAuth,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Deleted, ApiError> {
+        let ip = client_ip(req, &state.settings.trusted_proxies);
+        state.auth.delete_self(&auth.0, ip).await?;
+        Ok(Deleted::NoContent)
+    }
+}

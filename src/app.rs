@@ -1,0 +1,218 @@
+//! Builds the application from settings and runs it: the HTTP server, the mail
+//! worker and the janitor. `main` and the tests go through the same door.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::{SetHeader, SizeLimit};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get};
+use tokio::sync::watch;
+
+use crate::auth::{AuthService, AuthSettings, JwtKeys, load_or_create_secret};
+use crate::config::Settings;
+use crate::mail::worker::{OutboxWorker, RetryPolicy};
+use crate::mail::{Mailer, Sealer, transport_from_settings};
+use crate::store::{self, DynStore};
+use crate::templates::Templates;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often expired links, windows and tokens are purged.
+const JANITOR_EVERY: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("server secret: {0}")]
+    Secret(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("templates: {0}")]
+    Templates(#[from] minijinja::Error),
+    #[error("mail: {0}")]
+    Mail(#[from] crate::mail::MailError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub settings: Settings,
+    /// The resolved public URL (the configured one, or `http://<bound address>`).
+    pub public_url: String,
+    pub store: DynStore,
+    pub auth: AuthService,
+    pub mailer: Arc<Mailer>,
+    pub templates: Arc<Templates>,
+}
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    state: Arc<AppState>,
+    worker: OutboxWorker,
+    local_addr: SocketAddr,
+}
+
+/// Opens the store named in the settings and brings its schema up to date.
+pub async fn open_store(settings: &Settings) -> Result<DynStore, StartError> {
+    let store = store::connect(&settings.database_url, settings.db_max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+impl Application {
+    /// Prepares everything and binds the listener, but serves nothing yet.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        settings.ensure_data_dir()?;
+        let acceptor = TcpListener::bind(settings.bind)
+            .into_acceptor()
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.bind,
+                source,
+            })?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+            .unwrap_or(settings.bind);
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local_addr}"));
+
+        let secret = load_or_create_secret(settings.jwt_secret.as_ref(), &settings.data_dir)
+            .map_err(StartError::Secret)?;
+        let store = open_store(&settings).await?;
+        store
+            .bootstrap_admins(&settings.bootstrap_admins, crate::clock::now())
+            .await?;
+
+        let templates = Arc::new(Templates::new(settings.mail.templates_dir.clone())?);
+        let mailer = Arc::new(Mailer::new(
+            templates.clone(),
+            Sealer::new(secret.derive("outbox sealing key")),
+            &settings.mail,
+        ));
+        let transport = transport_from_settings(&settings)?;
+        let issuer = settings
+            .jwt_issuer
+            .clone()
+            .unwrap_or_else(|| public_url.clone());
+        let jwt = JwtKeys::new(
+            &secret,
+            &issuer,
+            &settings.jwt_audience,
+            settings.access_ttl,
+        );
+        let auth_settings = AuthSettings::from_settings(&settings, &public_url);
+        let auth = AuthService::new(store.clone(), jwt, mailer.clone(), &secret, auth_settings);
+        let worker = OutboxWorker::new(
+            store.clone(),
+            mailer.clone(),
+            transport,
+            RetryPolicy::default(),
+        );
+
+        let state = Arc::new(AppState {
+            settings,
+            public_url,
+            store,
+            auth,
+            mailer,
+            templates,
+        });
+        Ok(Self {
+            acceptor,
+            state,
+            worker,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drains requests and the mail worker.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = tokio::spawn(self.worker.run(stop_rx.clone()));
+        let janitor = tokio::spawn(janitor(self.state.store.clone(), stop_rx));
+        tracing::info!(addr = %self.local_addr, public_url = %self.state.public_url, "gatehouse is serving");
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(routes(self.state.clone()), shutdown, Some(DRAIN_TIMEOUT))
+            .await;
+        tracing::info!("draining the mail worker");
+        let _ = stop_tx.send(true);
+        let _ = worker.await;
+        let _ = janitor.await;
+        served
+    }
+}
+
+/// Deletes expired rows now and then; a failure is logged and tried again later.
+async fn janitor(store: DynStore, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(JANITOR_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        match store.purge_expired(crate::clock::now()).await {
+            Ok(purged) => tracing::debug!(purged, "purged expired rows"),
+            Err(error) => tracing::warn!(%error, "purge failed"),
+        }
+    }
+}
+
+/// The whole HTTP surface: API, pages, spec and docs, with the middleware stack.
+pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    let api = crate::api::service(&state.public_url);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let limit = state.settings.max_body_bytes;
+    Route::new()
+        .nest("/", api.with(SizeLimit::new(limit)))
+        .at(
+            "/auth/confirm",
+            get(crate::api::pages::confirm_page)
+                .post(crate::api::pages::confirm.with(SizeLimit::new(limit))),
+        )
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .data(state)
+        .with(
+            SetHeader::new()
+                .overriding("x-content-type-options", "nosniff")
+                .overriding("cache-control", "no-store"),
+        )
+        .around(log_request)
+        .catch_all_error(|err| async move { crate::error::render_any_error(err) })
+}
+
+/// Logs method, path (never the query: it may hold a token), status and latency.
+async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let result = next.call(req).await.map(IntoResponse::into_response);
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    tracing::info!(%method, %path, status = status.as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
+    result
+}

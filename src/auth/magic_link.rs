@@ -1,0 +1,175 @@
+//! Requesting a sign-in link, and redeeming it (or its code) for a session.
+
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use super::{AuthError, AuthService, RedirectTarget, TokenGrant, now};
+use crate::domain::{Email, OpaqueToken, SignInCode, TokenHash};
+use crate::store::{AuditEntry, NewMagicLink, NewRefreshToken, NewSession};
+
+/// Guesses allowed per mailed code before it stops working.
+pub const MAX_CODE_ATTEMPTS: i64 = 5;
+
+#[derive(Debug, Clone)]
+pub struct LinkRequest<'a> {
+    pub email: Email,
+    pub redirect_to: Option<&'a str>,
+    pub ip: Option<IpAddr>,
+}
+
+impl AuthService {
+    /// Mails a sign-in link and code if `email` may sign in. Succeeds the same way
+    /// whether or not it may, so the answer reveals nothing about the allowlist.
+    pub async fn request_link(&self, request: LinkRequest<'_>) -> Result<(), AuthError> {
+        let redirect = request
+            .redirect_to
+            .map(|raw| {
+                RedirectTarget::parse(raw, &self.settings.allowed_redirects)
+                    .ok_or(AuthError::RedirectNotAllowed)
+            })
+            .transpose()?;
+        self.check_rate_limits(request.ip, Some(&request.email))
+            .await?;
+
+        let now = now();
+        let ip = request.ip.map(|ip| ip.to_string());
+        let audit = AuditEntry::new("auth.link_requested")
+            .target(request.email.as_str())
+            .ip(ip.clone());
+        if !self.store.is_eligible(&request.email).await? {
+            let audit = audit.details(json!({ "eligible": false }));
+            self.store.record_audit(audit, now).await?;
+            return Ok(());
+        }
+
+        let token = OpaqueToken::generate();
+        let code = SignInCode::generate();
+        let token_hash = token.hash();
+        let expires_at = now + self.settings.link_ttl.as_secs() as i64;
+        let link = format!(
+            "{}/auth/confirm?token={}",
+            self.settings.public_url,
+            token.expose()
+        );
+        let mail = self
+            .mailer
+            .sign_in_mail(
+                &request.email,
+                &link,
+                code.expose(),
+                self.settings.link_ttl,
+                expires_at,
+                now,
+            )
+            .map_err(|e| AuthError::Mail(e.to_string()))?;
+        let record = NewMagicLink {
+            code_hash: code.hash(&self.code_pepper, &token_hash),
+            token_hash,
+            email: request.email,
+            redirect_to: redirect.map(|r| r.as_str().to_owned()),
+            created_at: now,
+            expires_at,
+            ip,
+        };
+        self.store
+            .create_magic_link(record, mail, audit.details(json!({ "eligible": true })))
+            .await?;
+        self.mailer.wake_worker();
+        Ok(())
+    }
+
+    /// Redeems the token from a link.
+    pub async fn redeem_token(
+        &self,
+        token: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<TokenGrant, AuthError> {
+        match OpaqueToken::parse(token) {
+            Some(token) => self.sign_in(&token.hash(), ip, "link").await,
+            None => self.fail_verify(ip, "link", None).await,
+        }
+    }
+
+    /// Redeems the six-digit code mailed to `email`. Each guess spends one of the
+    /// code's attempts, so a code can be guessed at most five times.
+    pub async fn redeem_code(
+        &self,
+        email: &Email,
+        code: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<TokenGrant, AuthError> {
+        self.check_rate_limits(ip, None).await?;
+        let Some(code) = SignInCode::parse(code) else {
+            return self.fail_verify(ip, "code", Some(email)).await;
+        };
+        let live = self
+            .store
+            .spend_code_attempt(email, now(), MAX_CODE_ATTEMPTS)
+            .await?;
+        let matching = live
+            .iter()
+            .find(|(link, stored)| code.hash(&self.code_pepper, link).ct_eq(stored));
+        match matching {
+            Some((link, _)) => self.sign_in(link, ip, "code").await,
+            None => self.fail_verify(ip, "code", Some(email)).await,
+        }
+    }
+
+    async fn sign_in(
+        &self,
+        link: &TokenHash,
+        ip: Option<IpAddr>,
+        method: &'static str,
+    ) -> Result<TokenGrant, AuthError> {
+        let now = now();
+        let refresh = OpaqueToken::generate();
+        let session = NewSession {
+            id: uuid::Uuid::new_v4().to_string(),
+            refresh: NewRefreshToken {
+                id: uuid::Uuid::new_v4().to_string(),
+                token_hash: refresh.hash(),
+                expires_at: now + self.settings.refresh_ttl.as_secs() as i64,
+            },
+            ip: ip.map(|ip| ip.to_string()),
+        };
+        let Some(signed_in) = self.store.redeem_magic_link(link, session, now).await? else {
+            return self.fail_verify(ip, method, None).await;
+        };
+        let mut grant = self.grant(signed_in.member, &signed_in.session_id, refresh, now)?;
+        // Re-checked at use: an origin removed from the settings since the link was sent no longer counts.
+        grant.redirect_to = signed_in
+            .redirect_to
+            .and_then(|raw| RedirectTarget::parse(&raw, &self.settings.allowed_redirects));
+        Ok(grant)
+    }
+
+    async fn fail_verify(
+        &self,
+        ip: Option<IpAddr>,
+        method: &'static str,
+        email: Option<&Email>,
+    ) -> Result<TokenGrant, AuthError> {
+        let mut audit = AuditEntry::new("auth.verify_failed")
+            .ip(ip.map(|ip| ip.to_string()))
+            .details(json!({ "method": method }));
+        if let Some(email) = email {
+            audit = audit.target(email.as_str());
+        }
+        self.store.record_audit(audit, now()).await?;
+        Err(AuthError::InvalidLink)
+    }
+}
+
+impl AuthService {
+    /// Whether `email` may sign in, for front ends that say so before mailing.
+    /// Counted against the client's IP limit, as it reveals the allowlist.
+    pub async fn check_eligibility(
+        &self,
+        email: &Email,
+        ip: Option<IpAddr>,
+    ) -> Result<bool, AuthError> {
+        self.check_rate_limits(ip, None).await?;
+        Ok(self.store.is_eligible(email).await?)
+    }
+}

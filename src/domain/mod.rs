@@ -1,0 +1,12 @@
+//! Pure types of the membership domain. Each type can only be built through a
+//! parser, so a value that exists is a valid one; nothing here touches I/O.
+
+mod email;
+mod member;
+mod role;
+mod secret;
+
+pub use email::{Email, EmailError};
+pub use member::{Member, MemberId, MemberStatus};
+pub use role::{Role, RoleError};
+pub use secret::{OpaqueToken, SignInCode, TokenHash};

@@ -1,0 +1,11 @@
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod import;
+pub mod mail;
+pub mod store;
+pub mod templates;

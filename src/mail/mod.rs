@@ -1,0 +1,253 @@
+//! Outgoing mail: composing from templates, the outbox worker, and transports.
+//!
+//! Mail is written to the outbox in the same transaction as the token it carries
+//! and delivered by [`worker::OutboxWorker`]; a crash or a dead mail server loses
+//! nothing. Bodies carry secrets (links, codes), so they are sealed at rest.
+
+mod file;
+mod seal;
+mod smtp;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
+use tokio::sync::Notify;
+
+pub use file::FileTransport;
+pub use seal::Sealer;
+pub use smtp::SmtpTransport;
+
+use crate::config::{MailSettings, MailTransportKind, Settings};
+use crate::domain::Email;
+use crate::store::{NewMail, OutboxMail};
+use crate::templates::Templates;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("template: {0}")]
+    Template(#[from] minijinja::Error),
+    #[error("sealed body: {0}")]
+    Seal(String),
+    #[error("building the message: {0}")]
+    Build(String),
+    #[error("transport setup: {0}")]
+    Setup(String),
+}
+
+/// Why a delivery attempt failed, as the retry policy needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth retrying: connection refused, timeout, SMTP 4xx, HTTP 5xx or 429.
+    #[error("transient: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help: SMTP 5xx, HTTP 4xx other than 429.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// A mail ready for a transport.
+#[derive(Debug, Clone)]
+pub struct OutgoingMail {
+    pub id: String,
+    pub from: Mailbox,
+    pub to: Mailbox,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl OutgoingMail {
+    /// The MIME message (text and HTML alternatives). lettre's typed headers
+    /// encode every value, so no input can add a header line.
+    pub fn to_message(&self) -> Result<lettre::Message, MailError> {
+        lettre::Message::builder()
+            .from(self.from.clone())
+            .to(self.to.clone())
+            .subject(self.subject.clone())
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(part(ContentType::TEXT_PLAIN, &self.text))
+                    .singlepart(part(ContentType::TEXT_HTML, &self.html)),
+            )
+            .map_err(|e| MailError::Build(e.to_string()))
+    }
+}
+
+/// A body part, sent as plain 7-bit text whenever RFC 5322 allows it (ASCII,
+/// lines under 998 bytes), so that a long sign-in link stays one unbroken,
+/// copyable line even in a raw `.eml`. Anything else gets lettre's choice of
+/// quoted-printable or base64.
+fn part(content_type: ContentType, text: &str) -> SinglePart {
+    let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    let plain_7bit =
+        crlf.is_ascii() && !crlf.contains('\0') && crlf.split("\r\n").all(|line| line.len() < 998);
+    let body = if plain_7bit {
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
+    } else {
+        Body::new(text.to_owned())
+    };
+    SinglePart::builder().header(content_type).body(body)
+}
+
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    async fn send(&self, mail: &OutgoingMail) -> Result<(), DeliveryError>;
+}
+
+/// Builds the transport the settings ask for.
+pub fn transport_from_settings(settings: &Settings) -> Result<Arc<dyn Transport>, MailError> {
+    let mail = &settings.mail;
+    Ok(match mail.transport {
+        MailTransportKind::File => Arc::new(FileTransport::new(settings.mail_dir())?),
+        MailTransportKind::Smtp => {
+            let url = mail
+                .smtp_url
+                .as_ref()
+                .ok_or_else(|| MailError::Setup("smtp_url is required".into()))?;
+            Arc::new(SmtpTransport::from_url(url.expose())?)
+        }
+        MailTransportKind::Postmark | MailTransportKind::Resend => {
+            return Err(MailError::Setup(
+                "HTTP mail providers are not available in this build".into(),
+            ));
+        }
+    })
+}
+
+/// Composes mails from templates and seals their bodies for the outbox.
+pub struct Mailer {
+    templates: Arc<Templates>,
+    sealer: Sealer,
+    from: Mailbox,
+    org_name: String,
+    support_email: Option<Email>,
+    wake: Arc<Notify>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SealedBody {
+    text: String,
+    html: String,
+}
+
+impl Mailer {
+    pub fn new(templates: Arc<Templates>, sealer: Sealer, settings: &MailSettings) -> Self {
+        Self {
+            templates,
+            sealer,
+            from: settings.from.clone(),
+            org_name: settings.org_name.clone(),
+            support_email: settings.support_email.clone(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The sign-in mail: the link and the code, in text and HTML.
+    pub fn sign_in_mail(
+        &self,
+        to: &Email,
+        link: &str,
+        code: &str,
+        ttl: Duration,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<NewMail, MailError> {
+        let context = minijinja::context! {
+            org_name => self.org_name,
+            support_email => self.support_email.as_ref().map(Email::as_str),
+            email => to.as_str(),
+            link => link,
+            code => code,
+            minutes => ttl.as_secs().div_ceil(60),
+        };
+        let subject = self
+            .templates
+            .render("email/sign_in/subject.txt", &context)?;
+        let body = SealedBody {
+            text: self.templates.render("email/sign_in/text.txt", &context)?,
+            html: self.templates.render("email/sign_in/html.html", &context)?,
+        };
+        let json = serde_json::to_vec(&body).map_err(|e| MailError::Seal(e.to_string()))?;
+        Ok(NewMail {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: "sign_in",
+            recipient: to.to_string(),
+            subject: one_line(&subject),
+            sealed_body: self.sealer.seal(&json),
+            created_at: now,
+            expires_at: Some(expires_at),
+        })
+    }
+
+    /// Unseals an outbox row into a mail for a transport.
+    pub fn open(&self, mail: &OutboxMail) -> Result<OutgoingMail, MailError> {
+        let json = self.sealer.open(&mail.sealed_body)?;
+        let body: SealedBody =
+            serde_json::from_slice(&json).map_err(|e| MailError::Seal(e.to_string()))?;
+        Ok(OutgoingMail {
+            id: mail.id.clone(),
+            from: self.from.clone(),
+            to: mail
+                .recipient
+                .parse()
+                .map_err(|e: lettre::address::AddressError| MailError::Build(e.to_string()))?,
+            subject: one_line(&mail.subject),
+            text: body.text,
+            html: body.html,
+        })
+    }
+
+    /// Tells the worker that mail is waiting, so it does not wait for its next poll.
+    pub fn wake_worker(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn wake_signal(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
+/// Folds a rendered subject to one line: templates end in newlines, and a CR or LF
+/// must never reach a header.
+fn one_line(text: &str) -> String {
+    text.split(|c: char| c.is_control())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_folded_to_one_line() {
+        assert_eq!(
+            one_line("Sign in\r\nBcc: eve@evil.test\n"),
+            "Sign in Bcc: eve@evil.test"
+        );
+    }
+
+    #[test]
+    fn messages_keep_header_injection_out() {
+        let mail = OutgoingMail {
+            id: "1".into(),
+            from: "Club <club@example.org>".parse().unwrap(),
+            to: "ada@example.org".parse().unwrap(),
+            subject: one_line("Hi\r\nBcc: eve@evil.test"),
+            text: "text".into(),
+            html: "<p>html</p>".into(),
+        };
+        let raw = String::from_utf8(mail.to_message().unwrap().formatted()).unwrap();
+        assert!(!raw.lines().any(|line| line.starts_with("Bcc:")), "{raw}");
+    }
+}

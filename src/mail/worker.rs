@@ -1,0 +1,177 @@
+//! The outbox worker: leases due mail, hands it to the transport, and records the
+//! outcome. Every mail ends `sent`, `failed` or `expired`; until then it is
+//! retried with exponential backoff and jitter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::{DeliveryError, Mailer, Transport};
+use crate::store::{DynStore, MailResult, OutboxMail};
+
+/// How long a claimed mail stays invisible to other workers. Longer than a
+/// delivery may take, so a live worker never has its mail taken from it.
+const LEASE_SECS: i64 = 120;
+/// The most a single delivery attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+const BATCH: i64 = 16;
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// When to give up, and how long to wait between attempts.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: i64,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `attempts + 1`: base × 2^attempts, capped, with
+    /// ±25 % jitter so that many failed mails do not retry in lockstep.
+    pub fn delay(&self, attempts: i64) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempts.clamp(0, 20));
+        let capped = exp.min(self.max_delay);
+        capped.mul_f64(rand::thread_rng().gen_range(0.75..=1.25))
+    }
+}
+
+pub struct OutboxWorker {
+    store: DynStore,
+    mailer: Arc<Mailer>,
+    transport: Arc<dyn Transport>,
+    policy: RetryPolicy,
+}
+
+impl OutboxWorker {
+    pub fn new(
+        store: DynStore,
+        mailer: Arc<Mailer>,
+        transport: Arc<dyn Transport>,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self {
+            store,
+            mailer,
+            transport,
+            policy,
+        }
+    }
+
+    /// Runs until `shutdown` turns true; the batch in hand is finished first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let wake = self.mailer.wake_signal();
+        tracing::info!(transport = self.transport.name(), "mail worker started");
+        while !*shutdown.borrow() {
+            let delivered = match self.deliver_due().await {
+                Ok(count) => count,
+                Err(error) => {
+                    tracing::warn!(%error, "mail worker cannot reach the store");
+                    0
+                }
+            };
+            if delivered == 0 {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        tracing::info!("mail worker stopped");
+    }
+
+    /// Delivers one batch of due mail; returns how many were handled.
+    pub async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
+        let due = self
+            .store
+            .claim_due_mail(crate::clock::now(), LEASE_SECS, BATCH)
+            .await?;
+        let count = due.len();
+        for mail in due {
+            let result = self.attempt(&mail).await;
+            self.store
+                .finish_mail(&mail.id, result, crate::clock::now())
+                .await?;
+        }
+        Ok(count)
+    }
+
+    async fn attempt(&self, mail: &OutboxMail) -> MailResult {
+        let now = crate::clock::now();
+        if mail.expires_at.is_some_and(|expires| expires <= now) {
+            tracing::info!(mail = %mail.id, "mail expired before delivery");
+            return MailResult::Expired;
+        }
+        let outgoing = match self.mailer.open(mail) {
+            Ok(outgoing) => outgoing,
+            Err(error) => {
+                return MailResult::Failed {
+                    error: error.to_string(),
+                };
+            }
+        };
+        let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, self.transport.send(&outgoing))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DeliveryError::Transient {
+                    reason: "timed out".into(),
+                    retry_after: None,
+                })
+            });
+        match outcome {
+            Ok(()) => {
+                tracing::info!(mail = %mail.id, kind = %mail.kind, attempts = mail.attempts + 1, "mail sent");
+                MailResult::Sent
+            }
+            Err(DeliveryError::Permanent(error)) => {
+                tracing::warn!(mail = %mail.id, %error, "mail refused permanently");
+                MailResult::Failed { error }
+            }
+            Err(DeliveryError::Transient {
+                reason,
+                retry_after,
+            }) => {
+                if mail.attempts + 1 >= self.policy.max_attempts {
+                    tracing::warn!(mail = %mail.id, error = %reason, "mail failed after the last attempt");
+                    return MailResult::Failed { error: reason };
+                }
+                let delay = self
+                    .policy
+                    .delay(mail.attempts)
+                    .max(retry_after.unwrap_or_default());
+                tracing::info!(mail = %mail.id, error = %reason, retry_in = ?delay, "mail delivery will be retried");
+                MailResult::Retry {
+                    next_attempt_at: now + delay.as_secs().max(1) as i64,
+                    error: reason,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = RetryPolicy::default();
+        assert!(policy.delay(0) <= Duration::from_millis(2500));
+        assert!(policy.delay(3) >= Duration::from_secs(12));
+        assert!(policy.delay(40) <= Duration::from_secs(15 * 60 * 5 / 4));
+    }
+}

@@ -1,0 +1,210 @@
+//! Persistence. One [`Store`] trait, implemented for SQLite and Postgres; the
+//! backend is chosen once, from the database URL's scheme, at start-up.
+//!
+//! Store methods are whole business operations (redeem a link, rotate a refresh
+//! token), each its own transaction, so no transaction or SQL type leaks upward.
+//! Times are unix seconds (`i64`) and ids are UUID text on both backends, so one
+//! SQL text serves both where the dialects agree (see `portable.rs`).
+
+mod portable;
+mod sqlite;
+mod types;
+
+use std::sync::Arc;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use crate::config::DatabaseUrl;
+use crate::domain::{Email, Member, MemberId, TokenHash};
+
+pub type DynStore = Arc<dyn Store>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is too busy; the request may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("unknown role `{0}`")]
+    UnknownRole(String),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("unreadable row: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL `{0}`: use sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
+            sqlx::Error::Database(db) if is_transient(db.code().as_deref(), db.message()) => {
+                Self::Unavailable(err.to_string())
+            }
+            _ => Self::Database(err.to_string()),
+        }
+    }
+}
+
+/// SQLite's busy/locked and Postgres' connection-class and shutdown errors are
+/// transient: they say "try later", not "your request is wrong".
+fn is_transient(code: Option<&str>, message: &str) -> bool {
+    match code {
+        Some(code) if code.starts_with("08") || code.starts_with("57P") => true,
+        Some("5" | "6" | "261" | "517") => true,
+        _ => message.contains("database is locked"),
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations (safe to call from several instances at once).
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// A cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Counts one hit in the fixed window `bucket` and returns the window's state.
+    async fn hit_rate_limit(
+        &self,
+        bucket: &str,
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<RateWindow>;
+
+    /// The names of all roles, built-in and custom.
+    async fn role_names(&self) -> StoreResult<Vec<String>>;
+
+    /// Adds or updates allowlist entries in one transaction. Roles given replace an
+    /// existing entry's pre-assigned roles; an entry given without roles keeps them.
+    async fn upsert_eligible(&self, upload: EligibleUpload<'_>) -> StoreResult<UpsertCounts>;
+
+    /// True when `email` may receive a sign-in link: an active member, or an
+    /// allowlisted address that is not (yet) a member.
+    async fn is_eligible(&self, email: &Email) -> StoreResult<bool>;
+
+    /// Stores a sign-in link and the mail that carries it, atomically.
+    async fn create_magic_link(
+        &self,
+        link: NewMagicLink,
+        mail: NewMail,
+        audit: AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// Spends one code attempt on every live link of `email` and returns their
+    /// `(token hash, code hash)` pairs, so the caller can compare the typed code.
+    async fn spend_code_attempt(
+        &self,
+        email: &Email,
+        now: i64,
+        max_attempts: i64,
+    ) -> StoreResult<Vec<(TokenHash, TokenHash)>>;
+
+    /// Consumes a live link and signs its owner in, in one transaction: creates
+    /// the member on first sign-in (with `member` plus the pre-assigned roles),
+    /// opens a session and stores its first refresh token. `None` when the link is
+    /// unknown, used, expired, or its owner may not sign in.
+    async fn redeem_magic_link(
+        &self,
+        token_hash: &TokenHash,
+        session: NewSession,
+        now: i64,
+    ) -> StoreResult<Option<SignedIn>>;
+
+    /// Rotates a refresh token; a token that was already rotated revokes its family.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &TokenHash,
+        next: NewRefreshToken,
+        now: i64,
+    ) -> StoreResult<RefreshOutcome>;
+
+    /// Revokes a session and all its refresh tokens. Returns false if it was unknown.
+    async fn revoke_session(
+        &self,
+        session_id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    /// The member behind an access token, if the member is active and the session live.
+    async fn session_member(
+        &self,
+        member_id: &MemberId,
+        session_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<Member>>;
+
+    async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>>;
+
+    /// Soft-deletes a member and revokes every session. Returns false if unknown.
+    async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool>;
+
+    /// Allowlists the addresses with `admin` pre-assigned, and grants `admin` to
+    /// those that are members already.
+    async fn bootstrap_admins(&self, emails: &[Email], now: i64) -> StoreResult<()>;
+
+    async fn record_audit(&self, entry: AuditEntry, now: i64) -> StoreResult<()>;
+
+    /// Leases up to `limit` due mails for `lease_secs`: a worker that dies while
+    /// holding them lets them come due again, so nothing is lost.
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>>;
+
+    /// Records the end state of a delivery attempt.
+    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()>;
+
+    /// Deletes expired links, rate-limit windows and long-dead refresh tokens.
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+}
+
+/// Opens the store named by `url`.
+pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> StoreResult<DynStore> {
+    let text = url.expose();
+    if text.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(text, max_connections).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(
+            text.split(':').next().unwrap_or_default().to_owned(),
+        ))
+    }
+}
+
+/// Builds an [`OutboxMail`] from the column tuple both backends' claim queries return.
+#[allow(clippy::type_complexity)]
+fn outbox_mail(
+    (id, kind, recipient, subject, sealed_body, attempts, created_at, expires_at): (
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        Option<i64>,
+    ),
+) -> OutboxMail {
+    OutboxMail {
+        id,
+        kind,
+        recipient,
+        subject,
+        sealed_body,
+        attempts,
+        created_at,
+        expires_at,
+    }
+}
