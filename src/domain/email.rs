@@ -175,7 +175,11 @@ mod tests {
     fn enforces_length_limits() {
         let long_local = format!("{}@example.org", "a".repeat(65));
         assert_eq!(Email::parse(&long_local), Err(EmailError::LocalPartTooLong));
-        let long_domain = format!("ada@{}.org", ["a".repeat(60)].repeat(5).join("."));
+        let long_domain = format!(
+            "{}@{}.org",
+            "a".repeat(10),
+            vec!["a".repeat(60); 4].join(".")
+        );
         assert_eq!(Email::parse(&long_domain), Err(EmailError::TooLong));
         let ok = format!("{}@example.org", "a".repeat(64));
         assert!(Email::parse(&ok).is_ok());

@@ -1,0 +1,310 @@
+//! Spawns the real application on port 0 with a fresh database per test, and
+//! offers typed helpers for the steps of the user's story.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse::app::{AppState, Application};
+use gatehouse::config::Settings;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ADMIN: &str = "admin@example.org";
+/// A fixed secret, so tests can forge tokens signed with it.
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// The database a test runs on. Every store and API test runs on each.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+}
+
+impl Backend {
+    async fn database_url(self, dir: &std::path::Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for each named `async fn(Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    /// The settings it was started with, so that a restart finds the same data.
+    settings: BTreeMap<String, String>,
+    pub client: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    seen_mail: Mutex<HashSet<PathBuf>>,
+}
+
+/// A mail as a test reads it: the raw message and what a member would act on.
+#[derive(Debug, Clone)]
+pub struct SentMail {
+    pub raw: String,
+    pub link: String,
+    pub token: String,
+    pub code: String,
+}
+
+impl SentMail {
+    pub fn parse(raw: String) -> Self {
+        let start = raw
+            .find("http")
+            .and_then(|_| raw.find("/auth/confirm?token="))
+            .expect("mail has a sign-in link");
+        let link_start = raw[..start].rfind("http").expect("link has a scheme");
+        let link: String = raw[link_start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || ":/?=._-".contains(*c))
+            .collect();
+        let token = link.split("token=").nth(1).expect("token").to_owned();
+        let marker = "code where you asked for it: ";
+        let code_at = raw.find(marker).expect("mail has a code") + marker.len();
+        let code = raw[code_at..code_at + 6].to_owned();
+        Self {
+            raw,
+            link,
+            token,
+            code,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// Spawns with settings overridden by `overrides` (keys as in the TOML file).
+    pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut raw: BTreeMap<String, String> = [
+            ("bind", "127.0.0.1:0".to_owned()),
+            ("data_dir", dir.path().display().to_string()),
+            ("database_url", backend.database_url(dir.path()).await),
+            ("bootstrap_admins", ADMIN.to_owned()),
+            ("jwt_secret", JWT_SECRET.to_owned()),
+            ("allowed_redirects", "https://app.example.org".to_owned()),
+            ("rate_limit_per_email", "1000".to_owned()),
+            ("rate_limit_per_ip", "100000".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (key, value) in overrides {
+            raw.insert((*key).to_owned(), (*value).to_owned());
+        }
+        Self::start(raw, dir).await
+    }
+
+    async fn start(raw: BTreeMap<String, String>, dir: tempfile::TempDir) -> Self {
+        let settings = Settings::from_map(&raw).expect("test settings");
+        let app = Application::build(settings).await.expect("app builds");
+        let addr = app.local_addr();
+        let state = app.state();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            addr,
+            settings: raw,
+            client,
+            state,
+            dir,
+            stop: Some(stop),
+            server: Some(server),
+            seen_mail: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Stops the server as SIGTERM would, waiting for requests and the mail worker to drain.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+    }
+
+    /// Shuts down and starts again on the same database and data directory,
+    /// with some settings changed.
+    pub async fn restart_with(mut self, overrides: &[(&str, &str)]) -> Self {
+        self.shutdown().await;
+        let mut raw = std::mem::take(&mut self.settings);
+        for (key, value) in overrides {
+            raw.insert((*key).to_owned(), (*value).to_owned());
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        Self::start(raw, dir).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_json_as(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn request_link(&self, email: &str) -> reqwest::Response {
+        self.post_json("/v1/auth/magic-link", json!({ "email": email }))
+            .await
+    }
+
+    /// Every `.eml` written so far for `recipient`, oldest first.
+    pub fn mail_files_to(&self, recipient: &str) -> Vec<(PathBuf, String)> {
+        let dir = self.dir.path().join("mail");
+        let mut found: Vec<_> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let raw = std::fs::read_to_string(&path).ok()?;
+                let modified = entry.metadata().ok()?.modified().ok()?;
+                raw.lines()
+                    .any(|line| line.eq_ignore_ascii_case(&format!("To: {recipient}")))
+                    .then_some((modified, path, raw))
+            })
+            .collect();
+        found.sort_by_key(|(modified, path, _)| (*modified, path.clone()));
+        found
+            .into_iter()
+            .map(|(_, path, raw)| (path, raw))
+            .collect()
+    }
+
+    /// Waits for the next mail to `recipient` that this test has not read yet.
+    pub async fn next_mail_to(&self, recipient: &str) -> SentMail {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let unseen = {
+                let mut seen = self.seen_mail.lock().unwrap();
+                self.mail_files_to(recipient)
+                    .into_iter()
+                    .find(|(path, _)| seen.insert(path.clone()))
+            };
+            if let Some((_, raw)) = unseen {
+                return SentMail::parse(raw);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no mail to {recipient} within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Requests a link, reads the mail and verifies its token: a signed-in member's tokens.
+    pub async fn sign_in(&self, email: &str) -> Value {
+        assert_eq!(self.request_link(email).await.status(), 202);
+        let mail = self.next_mail_to(email).await;
+        let response = self
+            .post_json("/v1/auth/verify", json!({ "token": mail.token }))
+            .await;
+        assert_eq!(response.status(), 200, "verify for {email}");
+        response.json().await.expect("token json")
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.sign_in(ADMIN).await["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned()
+    }
+
+    /// Allowlists `email` with `roles` as the bootstrap admin.
+    pub async fn allowlist(&self, admin_token: &str, email: &str, roles: &[&str]) {
+        let response = self
+            .post_json_as(
+                "/v1/admin/eligible-emails",
+                admin_token,
+                json!({ "email": email, "roles": roles }),
+            )
+            .await;
+        assert!(
+            response.status().is_success(),
+            "allowlisting {email}: {}",
+            response.status()
+        );
+    }
+
+    /// The verified claims of an access token, checked with the server's own keys.
+    pub fn claims(&self, access_token: &str) -> gatehouse::auth::Claims {
+        self.state
+            .auth
+            .jwt()
+            .verify(access_token)
+            .expect("valid access token")
+    }
+}
+
+/// Asserts an RFC 9457 problem response with `status`, and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type {content_type}"
+    );
+    let body: Value = response.json().await.expect("problem json");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string());
+    assert!(body["type"].is_string());
+    body
+}

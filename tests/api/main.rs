@@ -1,0 +1,8 @@
+//! Integration tests against the real server on port 0. One test binary, so it links once.
+
+mod helpers;
+
+mod errors;
+mod sign_in;
+mod smtp;
+mod tokens;
