@@ -69,6 +69,9 @@ pub async fn open_store(settings: &Settings) -> Result<DynStore, StartError> {
 impl Application {
     /// Prepares everything and binds the listener, but serves nothing yet.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        // Several dependencies bring rustls with different crypto back ends; pick
+        // one for the process, or TLS (SMTPS, HTTPS to a mail provider) would panic.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         settings.ensure_data_dir()?;
         let acceptor = TcpListener::bind(settings.bind)
             .into_acceptor()

@@ -42,6 +42,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let outcome = match cli.command {
         Command::Serve => serve(settings).await,

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod browser;
 mod errors;
 mod sign_in;
 mod smtp;

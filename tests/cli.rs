@@ -1,0 +1,245 @@
+//! The built binary, as an operator and a newcomer use it: zero-config `serve`,
+//! the README's quick start, `migrate`, `openapi`, and a graceful SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+fn gatehouse(cwd: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.current_dir(cwd);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GATEHOUSE_")) {
+        command.env_remove(key);
+    }
+    command
+}
+
+/// A running `gatehouse serve` whose log lines arrive on a channel.
+struct Served {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Served {
+    fn start(cwd: &Path, env: &[(&str, &str)]) -> Self {
+        let mut child = gatehouse(cwd)
+            .arg("serve")
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("binary starts");
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut served = Self {
+            child,
+            addr: String::new(),
+            log,
+            seen: Vec::new(),
+        };
+        let line = served.wait_for_log("gatehouse is serving");
+        served.addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        served
+    }
+
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(mut self) -> Vec<String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                assert!(exit.success(), "exit status {exit}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.seen.extend(self.log.try_iter());
+        self.seen
+    }
+}
+
+fn find_eml(dir: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(entry) = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .next()
+        {
+            return std::fs::read_to_string(entry.path()).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no .eml written in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn quick_start_with_no_configuration_signs_in_the_bootstrap_admin() {
+    let cwd = tempfile::tempdir().unwrap();
+    // Only the port differs from the README's quick start, so tests can run side by side.
+    let served = Served::start(
+        cwd.path(),
+        &[
+            ("GATEHOUSE_BIND", "127.0.0.1:0"),
+            ("GATEHOUSE_BOOTSTRAP_ADMINS", "Admin@Example.org"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let response = client
+        .post(served.url("/v1/auth/magic-link"))
+        .json(&json!({ "email": "admin@example.org" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    let eml = find_eml(&cwd.path().join("data/mail"));
+    let link = eml
+        .lines()
+        .find(|l| l.contains("/auth/confirm?token="))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        link.starts_with(&format!("http://{}/auth/confirm?token=", served.addr)),
+        "{link}"
+    );
+    let token = link.split("token=").nth(1).unwrap();
+    let tokens: Value = client
+        .post(served.url("/v1/auth/verify"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me: Value = client
+        .get(served.url("/v1/me"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "admin@example.org");
+    assert_eq!(me["roles"], json!(["admin", "member"]));
+
+    let data = cwd.path().join("data");
+    assert!(data.join("gatehouse.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("jwt_secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the generated secret is private");
+    }
+
+    let log = served.terminate();
+    let log = log.join("\n");
+    assert!(
+        log.contains("mail worker stopped"),
+        "graceful shutdown drains the worker:\n{log}"
+    );
+    assert!(!log.contains(token), "logs never carry a sign-in token");
+    let code_at = eml.find("code where you asked for it: ").unwrap() + 29;
+    assert!(
+        !log.contains(&eml[code_at..code_at + 6]),
+        "logs never carry a code"
+    );
+}
+
+#[test]
+fn migrate_creates_the_database_and_openapi_prints_the_spec() {
+    let cwd = tempfile::tempdir().unwrap();
+    let migrate = gatehouse(cwd.path()).arg("migrate").output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    assert!(cwd.path().join("data/gatehouse.db").exists());
+
+    let openapi = gatehouse(cwd.path()).arg("openapi").output().unwrap();
+    assert!(openapi.status.success());
+    let spec: Value = serde_json::from_slice(&openapi.stdout).unwrap();
+    assert!(spec["paths"]["/v1/auth/magic-link"]["post"].is_object());
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_clear_message() {
+    let cwd = tempfile::tempdir().unwrap();
+    let output = gatehouse(cwd.path())
+        .arg("serve")
+        .env("GATEHOUSE_JWT_SECRET", "short")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("jwt_secret"));
+
+    std::fs::write(
+        cwd.path().join("gatehouse.toml"),
+        "bnid = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let output = gatehouse(cwd.path())
+        .args(["--config", "gatehouse.toml", "serve"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bnid"));
+}
