@@ -345,7 +345,44 @@ async fn mail_queued_at_shutdown_is_delivered_after_restart(backend: Backend) {
     restarted.shutdown().await;
 }
 
+async fn the_client_ip_comes_from_a_forwarded_header_only_behind_a_trusted_proxy(backend: Backend) {
+    let send = |app: &TestApp, forwarded_for: &'static str| {
+        app.client
+            .post(app.url("/v1/auth/magic-link"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({ "email": "someone@example.org" }))
+            .send()
+    };
+    let behind_proxy = TestApp::spawn_with(
+        backend,
+        &[("trusted_proxies", "127.0.0.1"), ("rate_limit_per_ip", "2")],
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(&behind_proxy, "203.0.113.7").await.unwrap().status(),
+            202
+        );
+    }
+    assert_problem(send(&behind_proxy, "203.0.113.7").await.unwrap(), 429).await;
+    // Another client behind the same proxy has its own budget; a spoofed left-most entry does not help.
+    assert_eq!(
+        send(&behind_proxy, "198.51.100.1, 203.0.113.8")
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+
+    let direct = TestApp::spawn_with(backend, &[("rate_limit_per_ip", "2")]).await;
+    assert_eq!(send(&direct, "203.0.113.1").await.unwrap().status(), 202);
+    assert_eq!(send(&direct, "203.0.113.2").await.unwrap().status(), 202);
+    // Without a trusted proxy the header is ignored: all three came from 127.0.0.1.
+    assert_problem(send(&direct, "203.0.113.3").await.unwrap(), 429).await;
+}
+
 backend_tests!(
+    the_client_ip_comes_from_a_forwarded_header_only_behind_a_trusted_proxy,
     mail_queued_at_shutdown_is_delivered_after_restart,
     member_signs_in_by_clicking_the_emailed_link,
     the_confirm_button_redirects_to_the_app_with_tokens_in_the_fragment,

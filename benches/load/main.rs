@@ -1,0 +1,371 @@
+//! `cargo bench --bench load`: drives the release server with a closed-loop load
+//! generator and prints one table per backend. See BENCHMARKS.md.
+//!
+//! Knobs (environment): `GATEHOUSE_BENCH_SECS` (per scenario, default 5),
+//! `GATEHOUSE_BENCH_CONCURRENCY` (default 32), `GATEHOUSE_BENCH_POSTGRES_URL`
+//! (also run on that Postgres database, which must be empty).
+
+mod client;
+mod server;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use client::{Conn, Outcome, Step, get, post_json, send};
+use server::{ADMIN, Server, bench_env};
+
+struct Settings {
+    duration: Duration,
+    concurrency: usize,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let settings = Settings {
+        duration: Duration::from_secs(env_or("GATEHOUSE_BENCH_SECS", 5)),
+        concurrency: env_or("GATEHOUSE_BENCH_CONCURRENCY", 32),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("# gatehouse load benchmark");
+    println!(
+        "machine: {} cores, {} MiB memory; {} workers, {} s per scenario; rate limits raised to 1e9 via GATEHOUSE_RATE_LIMIT_* for the run\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        total_memory_mib(),
+        settings.concurrency,
+        settings.duration.as_secs()
+    );
+    runtime.block_on(run_backend("sqlite", None, &settings));
+    if let Ok(url) = std::env::var("GATEHOUSE_BENCH_POSTGRES_URL") {
+        runtime.block_on(run_backend("postgres", Some(&url), &settings));
+    }
+}
+
+fn total_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+/// One row of the table.
+struct Row {
+    scenario: &'static str,
+    outcome: Outcome,
+    target: &'static str,
+}
+
+async fn run_backend(backend: &str, database_url: Option<&str>, settings: &Settings) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = bench_env(dir.path(), database_url);
+    let server = Server::start(&env);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = server.rss_bytes();
+    let addr = server.addr.clone();
+    let mail_dir = dir.path().join("mail");
+
+    // Seed: the admin, an allowlist of members, one signed-in session per worker.
+    let admin = sign_in(&addr, ADMIN, &mail_dir).await;
+    let members: Vec<String> = (0..1000)
+        .map(|i| format!("member{i}@bench.example.org"))
+        .collect();
+    let mut conn = client::connect(&addr).await;
+    let body = serde_json::json!({ "emails": members, "batch_id": "bench" }).to_string();
+    let answer = send(
+        &mut conn,
+        post_json(
+            &addr,
+            "/v1/admin/eligible-emails/bulk",
+            body,
+            &[("authorization", &format!("Bearer {}", admin.access))],
+        ),
+    )
+    .await;
+    assert_eq!(answer.map(|a| a.status), Some(200), "seeding the allowlist");
+    let mut sessions = Vec::new();
+    for email in members.iter().take(settings.concurrency) {
+        sessions.push(sign_in(&addr, email, &mail_dir).await);
+    }
+
+    let mut rows = Vec::new();
+    let floor = client::run(
+        &addr,
+        repeat(settings.concurrency, |_| {
+            Fixed::get(&addr, "/healthz", None)
+        }),
+        settings.duration,
+    )
+    .await;
+    let floor_rate = floor.rate();
+    rows.push(Row {
+        scenario: "GET /healthz (floor)",
+        outcome: floor,
+        target: "—",
+    });
+
+    let me = sessions
+        .iter()
+        .map(|s| Fixed::get(&addr, "/v1/me", Some(format!("Bearer {}", s.access))))
+        .collect();
+    rows.push(Row {
+        scenario: "GET /v1/me (JWT)",
+        outcome: client::run(&addr, me, settings.duration).await,
+        target: "≥ 0.5 × floor",
+    });
+
+    let sent_before = eml_count(&mail_dir);
+    let links = (0..settings.concurrency)
+        .map(|w| MagicLink {
+            addr: addr.clone(),
+            members: members.clone(),
+            next: w * 31,
+        })
+        .collect();
+    let magic = client::run(&addr, links, settings.duration).await;
+    let expected_mail = sent_before + (magic.requests - magic.errors) as usize;
+    rows.push(Row {
+        scenario: "POST /v1/auth/magic-link",
+        outcome: magic,
+        target: if database_url.is_some() {
+            "≥ 2,000/s"
+        } else {
+            "≥ 3,000/s"
+        },
+    });
+
+    // Every accepted request above mailed a link: their tokens feed the verify run.
+    wait_for_mail(&mail_dir, expected_mail).await;
+    let tokens = Arc::new(Mutex::new(harvest_tokens(&mail_dir)));
+    let verifiers = (0..settings.concurrency)
+        .map(|_| Verify {
+            addr: addr.clone(),
+            tokens: tokens.clone(),
+        })
+        .collect();
+    rows.push(Row {
+        scenario: "POST /v1/auth/verify",
+        outcome: client::run(&addr, verifiers, settings.duration).await,
+        target: "≥ 2,000/s (SQLite)",
+    });
+
+    let refreshers = sessions
+        .iter()
+        .map(|s| Refresh {
+            addr: addr.clone(),
+            token: s.refresh.clone(),
+        })
+        .collect();
+    rows.push(Row {
+        scenario: "POST /v1/auth/refresh",
+        outcome: client::run(&addr, refreshers, settings.duration).await,
+        target: "≥ 3,000/s (SQLite)",
+    });
+
+    let loaded_rss = server.rss_bytes();
+    server.stop();
+    let restarted = Server::start(&env);
+    let ready_after = restarted.ready_after;
+    restarted.stop();
+
+    println!("## {backend}\n");
+    println!("| scenario | requests/s | × floor | p50 ms | p99 ms | errors | target |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for row in &rows {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            row.scenario,
+            row.outcome.rate(),
+            row.outcome.rate() / floor_rate,
+            row.outcome.p50_ms(),
+            row.outcome.p99_ms(),
+            row.outcome.errors,
+            row.target
+        );
+    }
+    println!(
+        "| idle server | RSS {:.1} MB (after load: {:.1} MB) | | | | | RSS ≤ 30 MB |",
+        idle_rss as f64 / 1e6,
+        loaded_rss as f64 / 1e6
+    );
+    println!(
+        "| start on an existing database | ready after {} ms | | | | | ≤ 200 ms |\n",
+        ready_after.as_millis()
+    );
+}
+
+fn repeat<S>(n: usize, make: impl Fn(usize) -> S) -> Vec<S> {
+    (0..n).map(make).collect()
+}
+
+struct Session {
+    access: String,
+    refresh: String,
+}
+
+/// Signs `email` in the way a member does: request, read the mail, verify.
+async fn sign_in(addr: &str, email: &str, mail_dir: &Path) -> Session {
+    let before = eml_count(mail_dir);
+    let mut conn = client::connect(addr).await;
+    let body = serde_json::json!({ "email": email }).to_string();
+    let answer = send(&mut conn, post_json(addr, "/v1/auth/magic-link", body, &[])).await;
+    assert_eq!(answer.map(|a| a.status), Some(202));
+    wait_for_mail(mail_dir, before + 1).await;
+    let token = harvest_tokens(mail_dir)
+        .into_iter()
+        .find(|(to, _)| to == email)
+        .map(|(_, token)| token)
+        .expect("a mail for the address");
+    let body = serde_json::json!({ "token": token }).to_string();
+    let answer = send(&mut conn, post_json(addr, "/v1/auth/verify", body, &[]))
+        .await
+        .expect("verify");
+    let tokens: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+    Session {
+        access: tokens["access_token"].as_str().expect("access").to_owned(),
+        refresh: tokens["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_owned(),
+    }
+}
+
+fn eml_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+async fn wait_for_mail(dir: &Path, count: usize) {
+    let started = Instant::now();
+    while eml_count(dir) < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the outbox did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `(recipient, token)` of every mail written, each file read once and then removed.
+fn harvest_tokens(dir: &Path) -> VecDeque<(String, String)> {
+    let mut found = VecDeque::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(raw) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let to = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("To: "))
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(token) = raw
+            .split("confirm?token=")
+            .nth(1)
+            .map(|t| t.chars().take(43).collect::<String>())
+        {
+            found.push_back((to, token));
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    found
+}
+
+/// The same GET again and again.
+struct Fixed {
+    addr: String,
+    path: &'static str,
+    authorization: Option<String>,
+}
+
+impl Fixed {
+    fn get(addr: &str, path: &'static str, authorization: Option<String>) -> Self {
+        Self {
+            addr: addr.to_owned(),
+            path,
+            authorization,
+        }
+    }
+}
+
+impl Step for Fixed {
+    async fn step(&mut self, conn: &mut Conn) -> Option<bool> {
+        let headers: Vec<(&str, &str)> = self
+            .authorization
+            .iter()
+            .map(|a| ("authorization", a.as_str()))
+            .collect();
+        let answer = send(conn, get(&self.addr, self.path, &headers)).await;
+        Some(answer.is_some_and(|a| a.status == 200))
+    }
+}
+
+/// Link requests for eligible addresses, round-robin over the allowlist.
+struct MagicLink {
+    addr: String,
+    members: Vec<String>,
+    next: usize,
+}
+
+impl Step for MagicLink {
+    async fn step(&mut self, conn: &mut Conn) -> Option<bool> {
+        self.next = (self.next + 1) % self.members.len();
+        let body = format!(r#"{{"email":"{}"}}"#, self.members[self.next]);
+        let answer = send(
+            conn,
+            post_json(&self.addr, "/v1/auth/magic-link", body, &[]),
+        )
+        .await;
+        Some(answer.is_some_and(|a| a.status == 202))
+    }
+}
+
+/// Redeems mailed tokens, each once, until they run out.
+struct Verify {
+    addr: String,
+    tokens: Arc<Mutex<VecDeque<(String, String)>>>,
+}
+
+impl Step for Verify {
+    async fn step(&mut self, conn: &mut Conn) -> Option<bool> {
+        let (_, token) = self.tokens.lock().ok()?.pop_front()?;
+        let body = format!(r#"{{"token":"{token}"}}"#);
+        let answer = send(conn, post_json(&self.addr, "/v1/auth/verify", body, &[])).await;
+        Some(answer.is_some_and(|a| a.status == 200))
+    }
+}
+
+/// Rotates one session's refresh token again and again.
+struct Refresh {
+    addr: String,
+    token: String,
+}
+
+impl Step for Refresh {
+    async fn step(&mut self, conn: &mut Conn) -> Option<bool> {
+        let body = format!(r#"{{"refresh_token":"{}"}}"#, self.token);
+        let answer = send(conn, post_json(&self.addr, "/v1/auth/refresh", body, &[])).await?;
+        if answer.status != 200 {
+            return Some(false);
+        }
+        let tokens: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
+        self.token = tokens["refresh_token"].as_str()?.to_owned();
+        Some(true)
+    }
+}

@@ -1,0 +1,120 @@
+//! The server under test: the release binary as a subprocess on a fresh data dir.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+pub const ADMIN: &str = "admin@bench.example.org";
+
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    /// Time from spawn to the first successful `/readyz`.
+    pub ready_after: Duration,
+}
+
+/// Settings for a benchmark run: limits raised so they never throttle the load.
+pub fn bench_env(data_dir: &Path, database_url: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("GATEHOUSE_BIND", "127.0.0.1:0".to_owned()),
+        ("GATEHOUSE_DATA_DIR", data_dir.display().to_string()),
+        ("GATEHOUSE_BOOTSTRAP_ADMINS", ADMIN.to_owned()),
+        ("GATEHOUSE_RATE_LIMIT_PER_EMAIL", "1000000000".to_owned()),
+        ("GATEHOUSE_RATE_LIMIT_PER_IP", "1000000000".to_owned()),
+        ("GATEHOUSE_LOG", "warn".to_owned()),
+        ("GATEHOUSE_MAX_IMPORT_BYTES", (1u64 << 30).to_string()),
+    ];
+    if let Some(url) = database_url {
+        env.push(("GATEHOUSE_DATABASE_URL", url.to_owned()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+impl Server {
+    pub fn start(env: &[(String, String)]) -> Self {
+        let started = Instant::now();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("GATEHOUSE_LOG", "warn,gatehouse::app=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gatehouse");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("gatehouse is serving") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server announces its address");
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("addr in log")
+            .to_owned();
+        let ready_after = wait_ready(&addr, started);
+        Self {
+            child,
+            addr,
+            ready_after,
+        }
+    }
+
+    /// Resident set size of the server process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_of(self.child.id())
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn wait_ready(addr: &str, started: Instant) -> Duration {
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            use std::io::{Read, Write};
+            let _ = stream.write_all(
+                format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response);
+            if response.starts_with("HTTP/1.1 200") {
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "server never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
