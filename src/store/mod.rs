@@ -164,8 +164,24 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<OutboxMail>>;
 
-    /// Records the end state of a delivery attempt.
+    /// Records the outcome of a delivery attempt. Only a `queued` mail changes, so
+    /// a final state, once written, is never overwritten.
     async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()>;
+
+    /// A page of the outbox, newest first, without bodies.
+    async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>>;
+
+    /// How many mails are in each state.
+    async fn outbox_counts(&self) -> StoreResult<OutboxCounts>;
+
+    /// Sends a `failed` mail back to `queued`, due at `now`, with a fresh budget
+    /// of attempts; writes `audit` in the same transaction.
+    async fn requeue_failed_mail(
+        &self,
+        id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<RequeueOutcome>;
 
     /// Deletes expired links, rate-limit windows and long-dead refresh tokens.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
@@ -207,4 +223,54 @@ fn outbox_mail(
         created_at,
         expires_at,
     }
+}
+
+/// The columns [`outbox_entry`] reads, in order.
+pub(crate) const OUTBOX_ENTRY_COLUMNS: &str = "id, kind, recipient, subject, status, attempts, \
+     last_error, created_at, next_attempt_at, sent_at, expires_at";
+
+pub(crate) type OutboxEntryRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Builds an [`OutboxEntry`] from the [`OUTBOX_ENTRY_COLUMNS`] tuple.
+pub(crate) fn outbox_entry(row: OutboxEntryRow) -> StoreResult<OutboxEntry> {
+    let (
+        id,
+        kind,
+        recipient,
+        subject,
+        status,
+        attempts,
+        last_error,
+        created_at,
+        next_attempt_at,
+        sent_at,
+        expires_at,
+    ) = row;
+    let status = MailStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: status `{status}`")))?;
+    Ok(OutboxEntry {
+        id,
+        kind,
+        recipient,
+        subject,
+        status,
+        attempts,
+        last_error,
+        created_at,
+        next_attempt_at,
+        sent_at,
+        expires_at,
+    })
 }
