@@ -143,9 +143,10 @@ pub struct MailSettings {
     pub templates_dir: Option<PathBuf>,
     pub org_name: String,
     pub support_email: Option<Email>,
-    /// How long one SMTP command or one provider HTTP request may take before the
-    /// attempt counts as a transient failure (default 15 s). Short, so a hung
-    /// server costs a retry rather than a stuck worker.
+    /// How long one delivery attempt (an SMTP conversation for one message, or
+    /// one provider HTTP request) may take before it counts as a transient
+    /// failure (default 15 s). Short, so a hung server costs a retry rather
+    /// than a stuck worker.
     pub timeout: Duration,
     /// The delay before the first retry (default 2 s); each further retry waits
     /// twice as long, capped at 15 minutes, with jitter. Tests shorten it.

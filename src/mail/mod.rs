@@ -267,4 +267,17 @@ mod tests {
         let raw = String::from_utf8(mail.to_message().unwrap().formatted()).unwrap();
         assert!(!raw.lines().any(|line| line.starts_with("Bcc:")), "{raw}");
     }
+
+    #[test]
+    fn from_display_names_are_folded_for_providers_that_take_a_string() {
+        let evil = Mailbox::new(
+            Some("Club\r\nBcc: eve@evil.test".into()),
+            "club@example.org".parse().unwrap(),
+        );
+        let safe = safe_mailbox(&evil).to_string();
+        assert!(!safe.contains('\r') && !safe.contains('\n'), "{safe}");
+        assert!(safe.ends_with("<club@example.org>"), "{safe}");
+        let plain: Mailbox = "club@example.org".parse().unwrap();
+        assert_eq!(safe_mailbox(&plain), plain);
+    }
 }

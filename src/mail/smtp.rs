@@ -8,11 +8,16 @@
 //! Credentials in the URL are percent-decoded and enable AUTH. Connections are
 //! pooled (lettre's `pool` feature), so a burst of sign-in mail reuses a few
 //! sessions rather than paying a TCP and TLS handshake per message.
+//!
+//! Timeouts: lettre 0.11's async client applies its `timeout` to connecting
+//! only, not to SMTP replies, so a server that stalls after `DATA` would hold
+//! the attempt forever. Each send is therefore bounded here as a whole.
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{DeliveryError, MailError, OutgoingMail, Transport};
@@ -23,15 +28,19 @@ const POOL_SIZE: u32 = super::worker::CONCURRENCY as u32;
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
 pub struct SmtpTransport {
-    inner: AsyncSmtpTransport<Tokio1Executor>,
+    /// Replaced after a timeout (see [`SmtpTransport::send`]).
+    inner: RwLock<AsyncSmtpTransport<Tokio1Executor>>,
+    builder: AsyncSmtpTransportBuilder,
+    timeout: Duration,
 }
 
 impl SmtpTransport {
-    /// `timeout` bounds connecting and each SMTP command. Must be called inside
-    /// a tokio runtime: the pool starts a task that closes idle connections.
+    /// `timeout` bounds connecting and the sending of each message. Must be
+    /// called inside a tokio runtime: the pool starts a task that closes idle
+    /// connections.
     pub fn from_url(url: &str, timeout: Duration) -> Result<Self, MailError> {
         // lettre's message echoes the URL, which may hold a password.
-        let inner = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|_| {
                 MailError::Setup(
                     "smtp_url must look like smtp://[user:pass@]host[:port][?tls=required] \
@@ -44,9 +53,19 @@ impl SmtpTransport {
                 PoolConfig::new()
                     .max_size(POOL_SIZE)
                     .idle_timeout(POOL_IDLE),
-            )
-            .build();
-        Ok(Self { inner })
+            );
+        Ok(Self {
+            inner: RwLock::new(builder.clone().build()),
+            builder,
+            timeout,
+        })
+    }
+
+    fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        match self.inner.read() {
+            Ok(inner) => inner.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 }
 
@@ -60,7 +79,24 @@ impl Transport for SmtpTransport {
         let message = mail
             .to_message()
             .map_err(|e| DeliveryError::Permanent(e.to_string()))?;
-        self.inner.send(message).await.map(drop).map_err(classify)
+        let transport = self.transport();
+        match tokio::time::timeout(self.timeout, transport.send(message)).await {
+            Ok(sent) => sent.map(drop).map_err(classify),
+            Err(_) => {
+                // The session was cut mid-command; lettre would put it back in
+                // its pool out of step with the server. A fresh pool it is: the
+                // old one closes its connections once the last user drops it.
+                let fresh = self.builder.clone().build();
+                match self.inner.write() {
+                    Ok(mut inner) => *inner = fresh,
+                    Err(poisoned) => *poisoned.into_inner() = fresh,
+                }
+                Err(DeliveryError::Transient {
+                    reason: format!("SMTP server did not answer within {:?}", self.timeout),
+                    retry_after: None,
+                })
+            }
+        }
     }
 }
 

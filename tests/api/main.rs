@@ -3,6 +3,9 @@
 mod helpers;
 
 mod errors;
+mod mail;
+mod mail_http;
+mod mail_support;
 mod sign_in;
 mod smtp;
 mod tokens;
