@@ -6,6 +6,7 @@
 //! Times are unix seconds (`i64`) and ids are UUID text on both backends, so one
 //! SQL text serves both where the dialects agree (see `portable.rs`).
 
+mod outbox;
 mod portable;
 mod sqlite;
 mod types;
@@ -223,54 +224,4 @@ fn outbox_mail(
         created_at,
         expires_at,
     }
-}
-
-/// The columns [`outbox_entry`] reads, in order.
-pub(crate) const OUTBOX_ENTRY_COLUMNS: &str = "id, kind, recipient, subject, status, attempts, \
-     last_error, created_at, next_attempt_at, sent_at, expires_at";
-
-pub(crate) type OutboxEntryRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    i64,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
-
-/// Builds an [`OutboxEntry`] from the [`OUTBOX_ENTRY_COLUMNS`] tuple.
-pub(crate) fn outbox_entry(row: OutboxEntryRow) -> StoreResult<OutboxEntry> {
-    let (
-        id,
-        kind,
-        recipient,
-        subject,
-        status,
-        attempts,
-        last_error,
-        created_at,
-        next_attempt_at,
-        sent_at,
-        expires_at,
-    ) = row;
-    let status = MailStatus::parse(&status)
-        .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: status `{status}`")))?;
-    Ok(OutboxEntry {
-        id,
-        kind,
-        recipient,
-        subject,
-        status,
-        attempts,
-        last_error,
-        created_at,
-        next_attempt_at,
-        sent_at,
-        expires_at,
-    })
 }

@@ -47,13 +47,51 @@ async fn delivered_mail_is_listed_as_sent_and_counted_in_metrics(backend: Backen
     assert!(item.get("sealed_body").is_none() && item.get("text").is_none());
     assert_eq!(page["counts"]["sent"], 1);
 
+    // A second mail, then the list page by page, newest first.
+    assert_eq!(app.request_link(ADMIN).await.status(), 202);
+    wait_for_outbox(&app, ADMIN, |e| {
+        e.id != sent.id && e.status == MailStatus::Sent
+    })
+    .await;
+    let first: Value = app
+        .get_as("/v1/admin/outbox?limit=1", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    assert_ne!(first["items"][0]["id"], sent.id.as_str());
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second: Value = app
+        .get_as(&format!("/v1/admin/outbox?limit=1&cursor={cursor}"), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["items"][0]["id"], sent.id.as_str());
+    let last: Value = app
+        .get_as(
+            &format!("/v1/admin/outbox?limit=1&cursor={}", sent.id),
+            &admin,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["items"].as_array().unwrap().len(), 0);
+    assert!(last["next_cursor"].is_null());
+    for bad in ["status=lost", "cursor=not-an-id", "limit=0"] {
+        let response = app.get_as(&format!("/v1/admin/outbox?{bad}"), &admin).await;
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("gatehouse_mail_sent_total 1"), "{text}");
+    assert!(text.contains("gatehouse_mail_sent_total 2"), "{text}");
     assert!(text.contains("gatehouse_outbox_queued 0"), "{text}");
     assert!(
-        text.contains("gatehouse_mail_delivery_seconds_count 1"),
+        text.contains("gatehouse_mail_delivery_seconds_count 2"),
         "{text}"
     );
 }
