@@ -14,6 +14,7 @@ use crate::auth::{AuthService, AuthSettings, JwtKeys, load_or_create_secret};
 use crate::config::Settings;
 use crate::mail::worker::{OutboxWorker, RetryPolicy};
 use crate::mail::{Mailer, Sealer, transport_from_settings};
+use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
 use crate::templates::Templates;
 
@@ -50,6 +51,7 @@ pub struct AppState {
     pub auth: AuthService,
     pub mailer: Arc<Mailer>,
     pub templates: Arc<Templates>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Application {
@@ -116,11 +118,13 @@ impl Application {
         );
         let auth_settings = AuthSettings::from_settings(&settings, &public_url);
         let auth = AuthService::new(store.clone(), jwt, mailer.clone(), &secret, auth_settings);
+        let metrics = Arc::new(Metrics::new());
         let worker = OutboxWorker::new(
             store.clone(),
             mailer.clone(),
             transport,
-            RetryPolicy::default(),
+            RetryPolicy::from_settings(&settings.mail),
+            metrics.clone(),
         );
 
         let state = Arc::new(AppState {
@@ -130,6 +134,7 @@ impl Application {
             auth,
             mailer,
             templates,
+            metrics,
         });
         Ok(Self {
             acceptor,
@@ -194,6 +199,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             get(crate::api::pages::confirm_page)
                 .post(crate::api::pages::confirm.around(move |ep, req| limit_body(ep, req, limit))),
         )
+        .at("/metrics", get(crate::api::metrics::metrics))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .data(state)

@@ -31,6 +31,9 @@ pub const KEYS: &[&str] = &[
     "templates_dir",
     "org_name",
     "support_email",
+    "mail_timeout_secs",
+    "mail_retry_base_ms",
+    "mail_max_attempts",
     "jwt_secret",
     "jwt_issuer",
     "jwt_audience",
@@ -140,6 +143,17 @@ pub struct MailSettings {
     pub templates_dir: Option<PathBuf>,
     pub org_name: String,
     pub support_email: Option<Email>,
+    /// How long one delivery attempt (an SMTP conversation for one message, or
+    /// one provider HTTP request) may take before it counts as a transient
+    /// failure (default 15 s). Short, so a hung server costs a retry rather
+    /// than a stuck worker.
+    pub timeout: Duration,
+    /// The delay before the first retry (default 2 s); each further retry waits
+    /// twice as long, capped at 15 minutes, with jitter. Tests shorten it.
+    pub retry_base: Duration,
+    /// Attempts before a mail that keeps failing transiently is marked `failed`
+    /// (default 12, about 50 minutes of retrying with the default base).
+    pub max_attempts: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -252,6 +266,16 @@ impl Settings {
             support_email: get("support_email")
                 .map(|e| parse_email(e, "support_email"))
                 .transpose()?,
+            timeout: secs(
+                parse_or::<u64>(get("mail_timeout_secs"), "mail_timeout_secs", Some(15))?.max(1),
+            ),
+            retry_base: Duration::from_millis(parse_or(
+                get("mail_retry_base_ms"),
+                "mail_retry_base_ms",
+                Some(2000),
+            )?),
+            max_attempts: parse_or::<u32>(get("mail_max_attempts"), "mail_max_attempts", Some(12))?
+                .max(1),
         };
 
         let jwt_secret = get("jwt_secret").map(Secret::new);

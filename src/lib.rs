@@ -7,5 +7,6 @@ pub mod domain;
 pub mod error;
 pub mod import;
 pub mod mail;
+pub mod metrics;
 pub mod store;
 pub mod templates;

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod eligible;
 pub mod health;
 pub mod me;
+pub mod metrics;
+pub mod outbox;
 pub mod pages;
 pub mod security;
 pub mod views;
@@ -26,6 +28,8 @@ pub enum ApiTags {
     Me,
     /// The allowlist of addresses that may become members (admin only).
     EligibleEmails,
+    /// Mail delivery: what is queued, sent, failed or expired (admin only).
+    Outbox,
     /// Liveness and readiness.
     Health,
 }
@@ -34,6 +38,7 @@ pub type Api = (
     auth::AuthApi,
     me::MeApi,
     eligible::EligibleApi,
+    outbox::OutboxApi,
     health::HealthApi,
 );
 
@@ -44,6 +49,7 @@ pub fn service(server: &str) -> OpenApiService<Api, ()> {
             auth::AuthApi,
             me::MeApi,
             eligible::EligibleApi,
+            outbox::OutboxApi,
             health::HealthApi,
         ),
         "gatehouse",

@@ -5,6 +5,9 @@
 //! nothing. Bodies carry secrets (links, codes), so they are sealed at rest.
 
 mod file;
+mod http;
+mod postmark;
+mod resend;
 mod seal;
 mod smtp;
 pub mod worker;
@@ -18,6 +21,9 @@ use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use tokio::sync::Notify;
 
 pub use file::FileTransport;
+pub use http::{HttpTransport, Provider};
+pub use postmark::Postmark;
+pub use resend::Resend;
 pub use seal::Sealer;
 pub use smtp::SmtpTransport;
 
@@ -112,13 +118,10 @@ pub fn transport_from_settings(settings: &Settings) -> Result<Arc<dyn Transport>
                 .smtp_url
                 .as_ref()
                 .ok_or_else(|| MailError::Setup("smtp_url is required".into()))?;
-            Arc::new(SmtpTransport::from_url(url.expose())?)
+            Arc::new(SmtpTransport::from_url(url.expose(), mail.timeout)?)
         }
-        MailTransportKind::Postmark | MailTransportKind::Resend => {
-            return Err(MailError::Setup(
-                "HTTP mail providers are not available in this build".into(),
-            ));
-        }
+        MailTransportKind::Postmark => Arc::new(HttpTransport::<Postmark>::new(mail)?),
+        MailTransportKind::Resend => Arc::new(HttpTransport::<Resend>::new(mail)?),
     })
 }
 
@@ -143,7 +146,7 @@ impl Mailer {
         Self {
             templates,
             sealer,
-            from: settings.from.clone(),
+            from: safe_mailbox(&settings.from),
             org_name: settings.org_name.clone(),
             support_email: settings.support_email.clone(),
             wake: Arc::new(Notify::new()),
@@ -215,6 +218,20 @@ impl Mailer {
     }
 }
 
+/// The `From` mailbox with its display name folded to one line. lettre encodes
+/// header values itself, but HTTP providers get the mailbox as a string and
+/// build the header on their side, so the name must already be safe.
+fn safe_mailbox(mailbox: &Mailbox) -> Mailbox {
+    Mailbox::new(
+        mailbox
+            .name
+            .as_deref()
+            .map(one_line)
+            .filter(|n| !n.is_empty()),
+        mailbox.email.clone(),
+    )
+}
+
 /// Folds a rendered subject to one line: templates end in newlines, and a CR or LF
 /// must never reach a header.
 fn one_line(text: &str) -> String {
@@ -249,5 +266,18 @@ mod tests {
         };
         let raw = String::from_utf8(mail.to_message().unwrap().formatted()).unwrap();
         assert!(!raw.lines().any(|line| line.starts_with("Bcc:")), "{raw}");
+    }
+
+    #[test]
+    fn from_display_names_are_folded_for_providers_that_take_a_string() {
+        let evil = Mailbox::new(
+            Some("Club\r\nBcc: eve@evil.test".into()),
+            "club@example.org".parse().unwrap(),
+        );
+        let safe = safe_mailbox(&evil).to_string();
+        assert!(!safe.contains('\r') && !safe.contains('\n'), "{safe}");
+        assert!(safe.ends_with("<club@example.org>"), "{safe}");
+        let plain: Mailbox = "club@example.org".parse().unwrap();
+        assert_eq!(safe_mailbox(&plain), plain);
     }
 }

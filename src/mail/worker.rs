@@ -1,22 +1,33 @@
 //! The outbox worker: leases due mail, hands it to the transport, and records the
 //! outcome. Every mail ends `sent`, `failed` or `expired`; until then it is
 //! retried with exponential backoff and jitter.
+//!
+//! A batch is delivered concurrently (up to [`CONCURRENCY`] at once), which
+//! bounds a whole batch by one attempt's timeout. That keeps the batch well
+//! inside its lease: a worker never holds a leased mail past the point where
+//! another instance may claim it and send it a second time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use rand::Rng;
 use tokio::sync::watch;
 
 use super::{DeliveryError, Mailer, Transport};
-use crate::store::{DynStore, MailResult, OutboxMail};
+use crate::config::MailSettings;
+use crate::metrics::Metrics;
+use crate::store::{DynStore, MailResult, OutboxMail, StoreError};
 
 /// How long a claimed mail stays invisible to other workers. Longer than a
-/// delivery may take, so a live worker never has its mail taken from it.
+/// whole batch may take (one [`ATTEMPT_TIMEOUT`], the batch being concurrent),
+/// so a live worker never has its mail taken from it. It is also how late a
+/// mail claimed by a process that then died is picked up after a restart.
 const LEASE_SECS: i64 = 120;
-/// The most a single delivery attempt may take.
+/// The most a single delivery attempt may take, however slowly the server answers.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
-const BATCH: i64 = 16;
+/// Mails claimed, and delivered concurrently, at once.
+pub(crate) const CONCURRENCY: usize = 8;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// When to give up, and how long to wait between attempts.
@@ -38,6 +49,14 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    pub fn from_settings(settings: &MailSettings) -> Self {
+        Self {
+            max_attempts: i64::from(settings.max_attempts),
+            base_delay: settings.retry_base,
+            ..Self::default()
+        }
+    }
+
     /// The delay before attempt `attempts + 1`: base × 2^attempts, capped, with
     /// ±25 % jitter so that many failed mails do not retry in lockstep.
     pub fn delay(&self, attempts: i64) -> Duration {
@@ -54,6 +73,7 @@ pub struct OutboxWorker {
     mailer: Arc<Mailer>,
     transport: Arc<dyn Transport>,
     policy: RetryPolicy,
+    metrics: Arc<Metrics>,
 }
 
 impl OutboxWorker {
@@ -62,12 +82,14 @@ impl OutboxWorker {
         mailer: Arc<Mailer>,
         transport: Arc<dyn Transport>,
         policy: RetryPolicy,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
             mailer,
             transport,
             policy,
+            metrics,
         }
     }
 
@@ -95,19 +117,38 @@ impl OutboxWorker {
     }
 
     /// Delivers one batch of due mail; returns how many were handled.
-    pub async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
+    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let due = self
             .store
-            .claim_due_mail(crate::clock::now(), LEASE_SECS, BATCH)
+            .claim_due_mail(crate::clock::now(), LEASE_SECS, CONCURRENCY as i64)
             .await?;
         let count = due.len();
-        for mail in due {
-            let result = self.attempt(&mail).await;
-            self.store
-                .finish_mail(&mail.id, result, crate::clock::now())
-                .await?;
-        }
+        let outcomes: Vec<Result<(), StoreError>> = futures_util::stream::iter(due)
+            .map(|mail| async move {
+                let result = self.attempt(&mail).await;
+                self.record(&mail, result).await
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.into_iter().collect::<Result<(), _>>()?;
         Ok(count)
+    }
+
+    /// Stores the outcome and counts it. If the store cannot be reached, the
+    /// lease runs out and the mail is attempted again: at least once, never lost.
+    async fn record(&self, mail: &OutboxMail, result: MailResult) -> Result<(), StoreError> {
+        let now = crate::clock::now();
+        match &result {
+            MailResult::Sent => {
+                let now_precise = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                self.metrics.mail_sent(now_precise - mail.created_at as f64);
+            }
+            MailResult::Retry { .. } => self.metrics.mail_retried(),
+            MailResult::Failed { .. } => self.metrics.mail_failed(),
+            MailResult::Expired => self.metrics.mail_expired(),
+        }
+        self.store.finish_mail(&mail.id, result, now).await
     }
 
     async fn attempt(&self, mail: &OutboxMail) -> MailResult {
@@ -119,6 +160,7 @@ impl OutboxWorker {
         let outgoing = match self.mailer.open(mail) {
             Ok(outgoing) => outgoing,
             Err(error) => {
+                tracing::warn!(mail = %mail.id, %error, "mail cannot be opened");
                 return MailResult::Failed {
                     error: error.to_string(),
                 };
@@ -155,7 +197,9 @@ impl OutboxWorker {
                     .max(retry_after.unwrap_or_default());
                 tracing::info!(mail = %mail.id, error = %reason, retry_in = ?delay, "mail delivery will be retried");
                 MailResult::Retry {
-                    next_attempt_at: now + delay.as_secs().max(1) as i64,
+                    // Rounded up: stored times are whole seconds, and a
+                    // Retry-After must not be cut short.
+                    next_attempt_at: now + delay.as_millis().div_ceil(1000).max(1) as i64,
                     error: reason,
                 }
             }

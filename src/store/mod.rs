@@ -6,6 +6,7 @@
 //! Times are unix seconds (`i64`) and ids are UUID text on both backends, so one
 //! SQL text serves both where the dialects agree (see `portable.rs`).
 
+mod outbox;
 mod portable;
 mod sqlite;
 mod types;
@@ -164,8 +165,24 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<OutboxMail>>;
 
-    /// Records the end state of a delivery attempt.
+    /// Records the outcome of a delivery attempt. Only a `queued` mail changes, so
+    /// a final state, once written, is never overwritten.
     async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()>;
+
+    /// A page of the outbox, newest first, without bodies.
+    async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>>;
+
+    /// How many mails are in each state.
+    async fn outbox_counts(&self) -> StoreResult<OutboxCounts>;
+
+    /// Sends a `failed` mail back to `queued`, due at `now`, with a fresh budget
+    /// of attempts; writes `audit` in the same transaction.
+    async fn requeue_failed_mail(
+        &self,
+        id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<RequeueOutcome>;
 
     /// Deletes expired links, rate-limit windows and long-dead refresh tokens.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;

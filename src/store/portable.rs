@@ -548,30 +548,19 @@ macro_rules! impl_store {
             }
 
             async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
-                let query = match result {
-                    MailResult::Sent => sqlx::query(
-                        "UPDATE outbox SET status = 'sent', sent_at = $2, attempts = attempts + 1, sealed_body = '', last_error = NULL WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(now),
-                    MailResult::Retry { next_attempt_at, error } => sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(next_attempt_at)
-                    .bind(error),
-                    MailResult::Failed { error } => sqlx::query(
-                        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(error),
-                    MailResult::Expired => sqlx::query(
-                        "UPDATE outbox SET status = 'expired', sealed_body = '' WHERE id = $1",
-                    )
-                    .bind(id),
-                };
-                query.execute(&self.writer).await?;
-                Ok(())
+                self.finish_mail_sql(id, result, now).await
+            }
+
+            async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
+                self.outbox_page_sql(query).await
+            }
+
+            async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
+                self.outbox_counts_sql().await
+            }
+
+            async fn requeue_failed_mail(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<RequeueOutcome> {
+                self.requeue_failed_mail_sql(id, audit, now).await
             }
 
             async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
@@ -589,6 +578,8 @@ macro_rules! impl_store {
                 Ok(purged)
             }
         }
+
+        $crate::store::outbox::impl_outbox_sql!($store);
     };
 }
 pub(crate) use impl_store;

@@ -168,3 +168,74 @@ pub enum RefreshOutcome {
     /// Unknown, expired or revoked, or the member may no longer sign in.
     Invalid,
 }
+
+/// Where a mail is in its life. `queued` is the only state that changes; the
+/// other three are final (an admin may send a `failed` one back to `queued`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailStatus {
+    Queued,
+    Sent,
+    Failed,
+    Expired,
+}
+
+impl MailStatus {
+    pub const ALL: [MailStatus; 4] = [Self::Queued, Self::Sent, Self::Failed, Self::Expired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// An outbox row as operators see it: everything but the (sealed) body.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub kind: String,
+    pub recipient: String,
+    pub subject: String,
+    pub status: MailStatus,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub sent_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+/// One page of the outbox, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxQuery<'a> {
+    pub status: Option<MailStatus>,
+    /// Only mails older than this id (the last id of the previous page).
+    pub before: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// How many mails are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub queued: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub expired: i64,
+}
+
+/// What asking to send a failed mail again did.
+#[derive(Debug, Clone)]
+pub enum RequeueOutcome {
+    /// It is queued again, due now.
+    Requeued(OutboxEntry),
+    NotFound,
+    /// Only a failed mail can be requeued.
+    NotFailed(MailStatus),
+}

@@ -4,6 +4,9 @@ mod helpers;
 
 mod browser;
 mod errors;
+mod mail;
+mod mail_http;
+mod mail_support;
 mod sign_in;
 mod smtp;
 mod tokens;
