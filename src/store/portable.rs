@@ -224,7 +224,8 @@ macro_rules! impl_store {
                 if let Some((status,)) = member {
                     return Ok(status == MemberStatus::Active.as_str());
                 }
-                let listed: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM eligible_emails WHERE email = $1")
+                // Selects the key rather than `1`: a literal is INT4 on Postgres and would not decode as i64.
+                let listed: Option<(String,)> = sqlx::query_as("SELECT email FROM eligible_emails WHERE email = $1")
                     .bind(email.as_str())
                     .fetch_optional(&self.reader)
                     .await?;
@@ -419,7 +420,7 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     return Ok(RefreshOutcome::Reused { member_id, session_id: family });
                 }
-                let live: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM sessions WHERE id = $1 AND revoked_at IS NULL")
+                let live: Option<(String,)> = sqlx::query_as("SELECT id FROM sessions WHERE id = $1 AND revoked_at IS NULL")
                     .bind(&family)
                     .fetch_optional(&mut *tx)
                     .await?;
