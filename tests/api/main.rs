@@ -1,6 +1,7 @@
 //! Integration tests against the real server on port 0. One test binary, so it links once.
 
 mod helpers;
+mod pg;
 
 mod errors;
 mod sign_in;
