@@ -4,6 +4,7 @@ mod helpers;
 mod pg;
 
 mod errors;
+mod scale_out;
 mod sign_in;
 mod smtp;
 mod tokens;
