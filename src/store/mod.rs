@@ -63,7 +63,9 @@ impl From<sqlx::Error> for StoreError {
 fn is_transient(code: Option<&str>, message: &str) -> bool {
     match code {
         Some(sqlstate) if sqlstate.len() == 5 => {
-            ["08", "57P", "53"].iter().any(|class| sqlstate.starts_with(class))
+            ["08", "57P", "53"]
+                .iter()
+                .any(|class| sqlstate.starts_with(class))
                 || matches!(sqlstate, "40001" | "40P01")
         }
         Some("5" | "6" | "261" | "517") => true,
@@ -185,7 +187,9 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> StoreResult<Dyn
     if text.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(text, max_connections).await?))
     } else if text.starts_with("postgres:") || text.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresStore::connect(text, max_connections).await?))
+        Ok(Arc::new(
+            PostgresStore::connect(text, max_connections).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(
             text.split(':').next().unwrap_or_default().to_owned(),
@@ -225,7 +229,9 @@ mod tests {
 
     #[test]
     fn outages_are_transient_and_bad_requests_are_not() {
-        for sqlstate in ["08006", "08001", "57P01", "57P03", "53300", "40001", "40P01"] {
+        for sqlstate in [
+            "08006", "08001", "57P01", "57P03", "53300", "40001", "40P01",
+        ] {
             assert!(is_transient(Some(sqlstate), ""), "{sqlstate}");
         }
         for sqlstate in ["23505", "42P01", "22P02"] {

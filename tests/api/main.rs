@@ -2,6 +2,7 @@
 
 mod helpers;
 mod pg;
+mod pg_outage;
 
 mod errors;
 mod scale_out;
