@@ -312,32 +312,48 @@ macro_rules! impl_store {
                             return Ok(None);
                         };
                         let id = MemberId::new().to_string();
-                        sqlx::query(
-                            "INSERT INTO members (id, email, status, created_at) VALUES ($1, $2, 'active', $3)",
+                        // Two links of one new address redeemed at once race to create the
+                        // member. SQLite serialises them; on Postgres the loser waits for the
+                        // winner's commit here and then signs in to the member it created.
+                        let inserted = sqlx::query(
+                            "INSERT INTO members (id, email, status, created_at) VALUES ($1, $2, 'active', $3) \
+                             ON CONFLICT (email) DO NOTHING",
                         )
                         .bind(&id)
                         .bind(&email)
                         .bind(now)
                         .execute(&mut *tx)
-                        .await?;
-                        let roles = std::iter::once(Role::MEMBER).chain(preassigned.split(',').filter(|r| !r.is_empty()));
-                        for role in roles {
-                            sqlx::query(
-                                "INSERT INTO member_roles (member_id, role, granted_at) \
-                                 SELECT $1, name, $3 FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
-                            )
-                            .bind(&id)
-                            .bind(role)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                        .await?
+                        .rows_affected();
+                        if inserted == 0 {
+                            let (id, status): (String, String) = sqlx::query_as("SELECT id, status FROM members WHERE email = $1")
+                                .bind(&email)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            if status != MemberStatus::Active.as_str() {
+                                return Ok(None);
+                            }
+                            (id, false)
+                        } else {
+                            let roles = std::iter::once(Role::MEMBER).chain(preassigned.split(',').filter(|r| !r.is_empty()));
+                            for role in roles {
+                                sqlx::query(
+                                    "INSERT INTO member_roles (member_id, role, granted_at) \
+                                     SELECT $1, name, $3 FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
+                                )
+                                .bind(&id)
+                                .bind(role)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            sqlx::query("UPDATE eligible_emails SET claimed_by = $2 WHERE email = $1")
+                                .bind(&email)
+                                .bind(&id)
+                                .execute(&mut *tx)
+                                .await?;
+                            (id, true)
                         }
-                        sqlx::query("UPDATE eligible_emails SET claimed_by = $2 WHERE email = $1")
-                            .bind(&email)
-                            .bind(&id)
-                            .execute(&mut *tx)
-                            .await?;
-                        (id, true)
                     }
                 };
                 sqlx::query("UPDATE members SET last_login_at = $2 WHERE id = $1")

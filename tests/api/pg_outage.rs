@@ -29,7 +29,11 @@ async fn load(app: &TestApp, access: &str, stop: &AtomicBool, sent: &AtomicUsize
                 .send()
                 .await,
         ];
-        statuses.extend(responses.into_iter().map(|r| r.expect("response").status().as_u16()));
+        statuses.extend(
+            responses
+                .into_iter()
+                .map(|r| r.expect("response").status().as_u16()),
+        );
     }
     statuses
 }
@@ -83,7 +87,10 @@ async fn a_database_restart_gives_503_not_500_and_the_service_recovers() {
         .iter()
         .filter(|s| !(200..300).contains(*s) && **s != 503)
         .collect();
-    assert!(unexpected.is_empty(), "statuses other than 2xx/503: {unexpected:?}");
+    assert!(
+        unexpected.is_empty(),
+        "statuses other than 2xx/503: {unexpected:?}"
+    );
     // Healed without a restart of the app: reads, writes and the mail worker work.
     assert_eq!(app.get_as("/v1/me", access).await.status(), 200);
     app.sign_in(ADMIN).await;
