@@ -519,14 +519,19 @@ macro_rules! impl_store {
                         .await?;
                     match existing {
                         None => {
-                            sqlx::query(
-                                "INSERT INTO eligible_emails (email, batch_id, roles, created_at) VALUES ($1, 'bootstrap', 'admin', $2)",
+                            // Instances starting together all bootstrap; the first insert wins.
+                            let added = sqlx::query(
+                                "INSERT INTO eligible_emails (email, batch_id, roles, created_at) VALUES ($1, 'bootstrap', 'admin', $2) \
+                                 ON CONFLICT (email) DO NOTHING",
                             )
                             .bind(email.as_str())
                             .bind(now)
                             .execute(&mut *tx)
-                            .await?;
-                            insert_audit!(tx, AuditEntry::new("allowlist.bootstrap_admin").target(email.as_str()), now);
+                            .await?
+                            .rows_affected();
+                            if added > 0 {
+                                insert_audit!(tx, AuditEntry::new("allowlist.bootstrap_admin").target(email.as_str()), now);
+                            }
                         }
                         Some((roles,)) if !roles.split(',').any(|r| r == Role::ADMIN) => {
                             let mut list = Role::parse_list(&roles).unwrap_or_default();

@@ -99,6 +99,28 @@ async fn rate_limits_hold_across_instances() {
     }
 }
 
+/// Instances starting together on a fresh database each migrate and allowlist
+/// the bootstrap admins; all of them must come up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_starting_together_on_a_fresh_database_all_come_up() {
+    let url = DatabaseUrl::new(crate::pg::fresh_database_url().await);
+    let admins = [Email::parse(ADMIN).expect("email")];
+    // Lined up after migrating, so that the bootstrap writes really race.
+    let line_up = tokio::sync::Barrier::new(3);
+    let started = join_all((0..3).map(|_| async {
+        let store = gatehouse::store::connect(&url, 2).await?;
+        store.migrate().await?;
+        line_up.wait().await;
+        store
+            .bootstrap_admins(&admins, gatehouse::clock::now())
+            .await
+    }))
+    .await;
+    for result in started {
+        result.expect("instance starts");
+    }
+}
+
 /// The outbox guarantee itself, without the workers' pacing in the way: three
 /// stores on one database (migrating at the same moment, as instances starting
 /// together do) claim a backlog concurrently, and no mail is claimed twice.
