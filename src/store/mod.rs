@@ -8,11 +8,13 @@
 
 mod outbox;
 mod portable;
+mod postgres;
 mod sqlite;
 mod types;
 
 use std::sync::Arc;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -54,11 +56,19 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// SQLite's busy/locked and Postgres' connection-class and shutdown errors are
-/// transient: they say "try later", not "your request is wrong".
+/// SQLite's busy/locked and Postgres' connection-class (08), shutdown (57P),
+/// insufficient-resources (53, e.g. too many connections) and serialization or
+/// deadlock (40001, 40P01) errors are transient: they say "try later", not
+/// "your request is wrong". Postgres codes are five-character SQLSTATEs, SQLite's
+/// are numbers (531 is a SQLite constraint error, not class 53), hence the length test.
 fn is_transient(code: Option<&str>, message: &str) -> bool {
     match code {
-        Some(code) if code.starts_with("08") || code.starts_with("57P") => true,
+        Some(sqlstate) if sqlstate.len() == 5 => {
+            ["08", "57P", "53"]
+                .iter()
+                .any(|class| sqlstate.starts_with(class))
+                || matches!(sqlstate, "40001" | "40P01")
+        }
         Some("5" | "6" | "261" | "517") => true,
         _ => message.contains("database is locked"),
     }
@@ -193,6 +203,10 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> StoreResult<Dyn
     let text = url.expose();
     if text.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(text, max_connections).await?))
+    } else if text.starts_with("postgres:") || text.starts_with("postgresql:") {
+        Ok(Arc::new(
+            PostgresStore::connect(text, max_connections).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(
             text.split(':').next().unwrap_or_default().to_owned(),
@@ -223,5 +237,26 @@ fn outbox_mail(
         attempts,
         created_at,
         expires_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    #[test]
+    fn outages_are_transient_and_bad_requests_are_not() {
+        for sqlstate in [
+            "08006", "08001", "57P01", "57P03", "53300", "40001", "40P01",
+        ] {
+            assert!(is_transient(Some(sqlstate), ""), "{sqlstate}");
+        }
+        for sqlstate in ["23505", "42P01", "22P02"] {
+            assert!(!is_transient(Some(sqlstate), ""), "{sqlstate}");
+        }
+        assert!(is_transient(Some("5"), "database is locked"));
+        assert!(is_transient(Some("517"), ""));
+        assert!(!is_transient(Some("531"), "constraint failed"));
+        assert!(!is_transient(Some("2067"), "UNIQUE constraint failed"));
     }
 }

@@ -224,7 +224,8 @@ macro_rules! impl_store {
                 if let Some((status,)) = member {
                     return Ok(status == MemberStatus::Active.as_str());
                 }
-                let listed: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM eligible_emails WHERE email = $1")
+                // Selects the key rather than `1`: a literal is INT4 on Postgres and would not decode as i64.
+                let listed: Option<(String,)> = sqlx::query_as("SELECT email FROM eligible_emails WHERE email = $1")
                     .bind(email.as_str())
                     .fetch_optional(&self.reader)
                     .await?;
@@ -311,32 +312,48 @@ macro_rules! impl_store {
                             return Ok(None);
                         };
                         let id = MemberId::new().to_string();
-                        sqlx::query(
-                            "INSERT INTO members (id, email, status, created_at) VALUES ($1, $2, 'active', $3)",
+                        // Two links of one new address redeemed at once race to create the
+                        // member. SQLite serialises them; on Postgres the loser waits for the
+                        // winner's commit here and then signs in to the member it created.
+                        let inserted = sqlx::query(
+                            "INSERT INTO members (id, email, status, created_at) VALUES ($1, $2, 'active', $3) \
+                             ON CONFLICT (email) DO NOTHING",
                         )
                         .bind(&id)
                         .bind(&email)
                         .bind(now)
                         .execute(&mut *tx)
-                        .await?;
-                        let roles = std::iter::once(Role::MEMBER).chain(preassigned.split(',').filter(|r| !r.is_empty()));
-                        for role in roles {
-                            sqlx::query(
-                                "INSERT INTO member_roles (member_id, role, granted_at) \
-                                 SELECT $1, name, $3 FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
-                            )
-                            .bind(&id)
-                            .bind(role)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                        .await?
+                        .rows_affected();
+                        if inserted == 0 {
+                            let (id, status): (String, String) = sqlx::query_as("SELECT id, status FROM members WHERE email = $1")
+                                .bind(&email)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            if status != MemberStatus::Active.as_str() {
+                                return Ok(None);
+                            }
+                            (id, false)
+                        } else {
+                            let roles = std::iter::once(Role::MEMBER).chain(preassigned.split(',').filter(|r| !r.is_empty()));
+                            for role in roles {
+                                sqlx::query(
+                                    "INSERT INTO member_roles (member_id, role, granted_at) \
+                                     SELECT $1, name, $3 FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
+                                )
+                                .bind(&id)
+                                .bind(role)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            sqlx::query("UPDATE eligible_emails SET claimed_by = $2 WHERE email = $1")
+                                .bind(&email)
+                                .bind(&id)
+                                .execute(&mut *tx)
+                                .await?;
+                            (id, true)
                         }
-                        sqlx::query("UPDATE eligible_emails SET claimed_by = $2 WHERE email = $1")
-                            .bind(&email)
-                            .bind(&id)
-                            .execute(&mut *tx)
-                            .await?;
-                        (id, true)
                     }
                 };
                 sqlx::query("UPDATE members SET last_login_at = $2 WHERE id = $1")
@@ -419,7 +436,7 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     return Ok(RefreshOutcome::Reused { member_id, session_id: family });
                 }
-                let live: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM sessions WHERE id = $1 AND revoked_at IS NULL")
+                let live: Option<(String,)> = sqlx::query_as("SELECT id FROM sessions WHERE id = $1 AND revoked_at IS NULL")
                     .bind(&family)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -502,14 +519,19 @@ macro_rules! impl_store {
                         .await?;
                     match existing {
                         None => {
-                            sqlx::query(
-                                "INSERT INTO eligible_emails (email, batch_id, roles, created_at) VALUES ($1, 'bootstrap', 'admin', $2)",
+                            // Instances starting together all bootstrap; the first insert wins.
+                            let added = sqlx::query(
+                                "INSERT INTO eligible_emails (email, batch_id, roles, created_at) VALUES ($1, 'bootstrap', 'admin', $2) \
+                                 ON CONFLICT (email) DO NOTHING",
                             )
                             .bind(email.as_str())
                             .bind(now)
                             .execute(&mut *tx)
-                            .await?;
-                            insert_audit!(tx, AuditEntry::new("allowlist.bootstrap_admin").target(email.as_str()), now);
+                            .await?
+                            .rows_affected();
+                            if added > 0 {
+                                insert_audit!(tx, AuditEntry::new("allowlist.bootstrap_admin").target(email.as_str()), now);
+                            }
                         }
                         Some((roles,)) if !roles.split(',').any(|r| r == Role::ADMIN) => {
                             let mut list = Role::parse_list(&roles).unwrap_or_default();

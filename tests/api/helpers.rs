@@ -20,12 +20,15 @@ pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
     Sqlite,
+    Postgres,
 }
 
 impl Backend {
-    async fn database_url(self, dir: &std::path::Path) -> String {
+    /// A fresh database: a file in the test's dir, or a new Postgres database.
+    pub async fn database_url(self, dir: &std::path::Path) -> String {
         match self {
             Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+            Backend::Postgres => crate::pg::fresh_database_url().await,
         }
     }
 }
@@ -39,6 +42,14 @@ macro_rules! backend_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
                 }
             )*
         }
@@ -96,12 +107,24 @@ impl TestApp {
     }
 
     /// Spawns with settings overridden by `overrides` (keys as in the TOML file).
+    /// A `database_url` among them (several apps on one database) is used instead
+    /// of a fresh database.
     pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = match overrides.iter().find(|(key, _)| *key == "database_url") {
+            Some((_, url)) => (*url).to_owned(),
+            None => backend.database_url(dir.path()).await,
+        };
+        // Many tests run at once on one Postgres cluster: keep each app's pool small.
+        let max_connections = match backend {
+            Backend::Sqlite => "10",
+            Backend::Postgres => "4",
+        };
         let mut raw: BTreeMap<String, String> = [
             ("bind", "127.0.0.1:0".to_owned()),
             ("data_dir", dir.path().display().to_string()),
-            ("database_url", backend.database_url(dir.path()).await),
+            ("database_url", database_url),
+            ("db_max_connections", max_connections.to_owned()),
             ("bootstrap_admins", ADMIN.to_owned()),
             ("jwt_secret", JWT_SECRET.to_owned()),
             ("allowed_redirects", "https://app.example.org".to_owned()),
@@ -162,6 +185,14 @@ impl TestApp {
         }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
         Self::start(raw, dir).await
+    }
+
+    /// A setting the app was started with, e.g. `database_url` to start a twin on it.
+    pub fn setting(&self, key: &str) -> &str {
+        self.settings
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     pub fn url(&self, path: &str) -> String {

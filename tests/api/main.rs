@@ -1,12 +1,15 @@
 //! Integration tests against the real server on port 0. One test binary, so it links once.
 
 mod helpers;
+mod pg;
+mod pg_outage;
 
 mod browser;
 mod errors;
 mod mail;
 mod mail_http;
 mod mail_support;
+mod scale_out;
 mod sign_in;
 mod smtp;
 mod tokens;

@@ -196,6 +196,33 @@ async fn concurrent_uses_of_one_link_yield_one_session(backend: Backend) {
     );
 }
 
+/// Two links of a new member, clicked at once: both sign the one new member in
+/// (on Postgres the two transactions race to create the member row).
+async fn two_links_of_a_new_member_redeemed_at_once_make_one_member(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    app.allowlist(&admin, "twice@example.org", &[]).await;
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        app.request_link("twice@example.org").await;
+        tokens.push(app.next_mail_to("twice@example.org").await.token);
+    }
+    let verified = join_all(
+        tokens
+            .iter()
+            .map(|token| app.post_json("/v1/auth/verify", json!({ "token": token }))),
+    )
+    .await;
+    let mut members = Vec::new();
+    for response in verified {
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        members.push(body["member"]["id"].clone());
+    }
+    members.dedup();
+    assert_eq!(members.len(), 1, "{members:?}");
+}
+
 async fn the_mailed_code_signs_in_on_another_device(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.request_link(ADMIN).await;
@@ -391,6 +418,7 @@ backend_tests!(
     a_link_works_once,
     an_expired_link_is_refused,
     concurrent_uses_of_one_link_yield_one_session,
+    two_links_of_a_new_member_redeemed_at_once_make_one_member,
     the_mailed_code_signs_in_on_another_device,
     a_code_allows_five_guesses,
     first_sign_in_creates_the_member_with_preassigned_roles,

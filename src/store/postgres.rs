@@ -1,0 +1,104 @@
+//! Postgres, for when one machine is not enough: several instances share one
+//! database, and with it the outbox, rate limits and session revocations.
+//!
+//! Postgres takes concurrent writers itself, so `writer` and `reader` are the same
+//! pool; they stay separate fields so that a read replica can be slotted in later
+//! without touching the shared SQL in `portable.rs`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::portable::{impl_store, insert_audit, load_member, revoke_session_in};
+use super::*;
+use crate::domain::{MemberStatus, Role};
+
+/// How long a request waits for a connection before it gets a 503. Short, so that
+/// a database outage answers quickly instead of piling up hanging requests;
+/// long enough to ride out a burst that has every connection busy.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Idle connections are closed after this, so a quiet instance does not hold
+/// connections that other instances could use.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct PostgresStore {
+    writer: PgPool,
+    reader: PgPool,
+}
+
+/// The Postgres migrations.
+///
+/// Several instances may start at once and each runs the migrator. That is safe
+/// without a lock of our own: sqlx-core 0.8.6's `Migrator::run_direct` (with
+/// `locking: true`, the default) calls `Migrate::lock` before it even creates
+/// `_sqlx_migrations`, and sqlx-postgres implements `lock` as
+/// `SELECT pg_advisory_lock($1)` with an id derived from the database name, and
+/// releases it with `pg_advisory_unlock` when done. The second instance waits,
+/// then finds every migration applied (checksums compared) and does nothing.
+/// On a failed migration the lock stays with that session until its connection
+/// closes, which start-up failure does promptly.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl PostgresStore {
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("gatehouse");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            // A dead pooled connection costs one 503 and is dropped on release
+            // (sqlx pings connections when they return to the pool); testing on
+            // every acquire would add a round trip to every request instead.
+            .test_before_acquire(false)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(IDLE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+}
+
+impl_store!(PostgresStore, {
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` makes concurrent claims from several instances
+    /// take disjoint rows: a row another worker is leasing is skipped, and a row
+    /// leased a moment ago is re-checked against `next_attempt_at` once its lock
+    /// is free (Postgres re-evaluates the WHERE clause on the newest version), so
+    /// no mail is claimed, and sent, twice.
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        let rows: Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            Option<i64>,
+        )> = sqlx::query_as(
+            "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
+               SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1 \
+               ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, kind, recipient, subject, sealed_body, attempts, created_at, expires_at",
+        )
+        .bind(now)
+        .bind(now + lease_secs)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows.into_iter().map(super::outbox_mail).collect())
+    }
+});
