@@ -92,6 +92,14 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{local_addr}"));
 
+        if settings.database_url.is_postgres()
+            && (settings.jwt_secret.is_none() || settings.public_url.is_none())
+        {
+            tracing::warn!(
+                "on Postgres, set GATEHOUSE_JWT_SECRET and GATEHOUSE_PUBLIC_URL alike on every instance: \
+                 instances with their own secret or issuer refuse each other's tokens and cannot open each other's queued mail"
+            );
+        }
         let secret = load_or_create_secret(settings.jwt_secret.as_ref(), &settings.data_dir)
             .map_err(StartError::Secret)?;
         let store = open_store(&settings).await?;
