@@ -473,6 +473,8 @@ macro_rules! impl_store {
 
             async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool> {
                 let mut tx = self.writer.begin().await?;
+                let was_admin = load_member!(&mut *tx, id.as_str(), now)
+                    .is_some_and(|m| m.status == MemberStatus::Active && m.has_role(Role::ADMIN));
                 let deleted = sqlx::query("UPDATE members SET status = 'deleted' WHERE id = $1 AND status <> 'deleted'")
                     .bind(id.as_str())
                     .execute(&mut *tx)
@@ -487,6 +489,14 @@ macro_rules! impl_store {
                     .await?;
                 for (session,) in sessions {
                     revoke_session_in!(tx, &session, now);
+                }
+                sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE member_id = $1 AND revoked_at IS NULL")
+                    .bind(id.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if was_admin && $crate::store::members::active_admins!(tx, now) == 0 {
+                    return Err(StoreError::LastAdmin);
                 }
                 insert_audit!(tx, audit, now);
                 tx.commit().await?;
