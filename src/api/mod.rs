@@ -3,6 +3,7 @@
 //! service function and map the result; they hold no SQL.
 
 pub mod auth;
+pub mod body_limit;
 pub mod eligible;
 pub mod health;
 pub mod me;
@@ -15,7 +16,7 @@ use std::net::IpAddr;
 use poem::Request;
 use poem_openapi::OpenApiService;
 
-pub use security::BearerAuth;
+pub use security::{AdminAuth, BearerAuth, KeyAuth};
 
 /// The API's tags, in the order the spec lists them.
 #[derive(poem_openapi::Tags)]

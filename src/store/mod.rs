@@ -112,10 +112,6 @@ pub trait Store:
     /// The names of all roles, built-in and custom.
     async fn role_names(&self) -> StoreResult<Vec<String>>;
 
-    /// Adds or updates allowlist entries in one transaction. Roles given replace an
-    /// existing entry's pre-assigned roles; an entry given without roles keeps them.
-    async fn upsert_eligible(&self, upload: EligibleUpload<'_>) -> StoreResult<UpsertCounts>;
-
     /// True when `email` may receive a sign-in link: an active member, or an
     /// allowlisted address that is not (yet) a member.
     async fn is_eligible(&self, email: &Email) -> StoreResult<bool>;
