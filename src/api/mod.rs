@@ -2,12 +2,18 @@
 //! a sign-in link opens. Handlers parse input into domain types, call one
 //! service function and map the result; they hold no SQL.
 
+pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod body_limit;
 pub mod eligible;
 pub mod health;
 pub mod me;
+pub mod members;
 pub mod pages;
+pub mod paging;
+pub mod roles;
+pub mod roster;
 pub mod security;
 pub mod views;
 
@@ -25,8 +31,16 @@ pub enum ApiTags {
     Auth,
     /// The signed-in member's own account.
     Me,
-    /// The allowlist of addresses that may become members (admin only).
+    /// The allowlist of addresses that may become members, and its import batches (admin only).
     EligibleEmails,
+    /// Members, their status and roles (admin only).
+    Members,
+    /// Built-in and custom roles (admin only).
+    Roles,
+    /// API keys for integrations (admin only).
+    ApiKeys,
+    /// What happened, and who did it (admin only).
+    Audit,
     /// Liveness and readiness.
     Health,
 }
@@ -35,6 +49,11 @@ pub type Api = (
     auth::AuthApi,
     me::MeApi,
     eligible::EligibleApi,
+    roster::RosterApi,
+    members::MembersApi,
+    roles::RolesApi,
+    api_keys::ApiKeysApi,
+    audit::AuditApi,
     health::HealthApi,
 );
 
@@ -45,6 +64,11 @@ pub fn service(server: &str) -> OpenApiService<Api, ()> {
             auth::AuthApi,
             me::MeApi,
             eligible::EligibleApi,
+            roster::RosterApi,
+            members::MembersApi,
+            roles::RolesApi,
+            api_keys::ApiKeysApi,
+            audit::AuditApi,
             health::HealthApi,
         ),
         "gatehouse",
