@@ -49,6 +49,8 @@ pub struct ImportReportView {
     /// The first invalid rows; `invalid_total` counts all of them.
     pub invalid: Vec<InvalidRowView>,
     pub invalid_total: u64,
+    /// True when nothing was written (`dry_run=true`).
+    pub dry_run: bool,
 }
 
 impl From<ImportReport> for ImportReportView {
@@ -70,6 +72,7 @@ impl From<ImportReport> for ImportReportView {
                 })
                 .collect(),
             invalid_total: report.invalid_total,
+            dry_run: report.dry_run,
         }
     }
 }

@@ -12,8 +12,43 @@ use super::{ImportError, RawRow};
 /// At most this many bytes of a cell are echoed back in a report.
 const MAX_ECHO: usize = 256;
 
+/// The input with line ends made `\n` and one appended, so every record ends
+/// with exactly one `\n` and the reader's line count is exact (see `row_from`).
+type Input<R> = std::io::Chain<LfOnly<BufReader<R>>, &'static [u8]>;
+
+/// Turns `\r\n` and lone `\r` into `\n` as bytes stream through.
+pub struct LfOnly<R> {
+    inner: R,
+    after_cr: bool,
+}
+
+impl<R: Read> Read for LfOnly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let read = self.inner.read(buf)?;
+            if read == 0 {
+                return Ok(0);
+            }
+            let mut kept = 0;
+            for i in 0..read {
+                let byte = buf[i];
+                if byte == b'\n' && self.after_cr {
+                    self.after_cr = false;
+                    continue;
+                }
+                self.after_cr = byte == b'\r';
+                buf[kept] = if self.after_cr { b'\n' } else { byte };
+                kept += 1;
+            }
+            if kept > 0 {
+                return Ok(kept);
+            }
+        }
+    }
+}
+
 pub struct CsvRows<R: Read> {
-    records: csv::Reader<BufReader<R>>,
+    records: csv::Reader<Input<R>>,
     email: usize,
     roles: Option<usize>,
     /// A first row that turned out to be data, not a header.
@@ -34,7 +69,13 @@ impl<R: Read> CsvRows<R> {
             .delimiter(delimiter)
             .has_headers(false)
             .flexible(true)
-            .from_reader(reader);
+            .from_reader(
+                LfOnly {
+                    inner: reader,
+                    after_cr: false,
+                }
+                .chain(&b"\n"[..]),
+            );
         let (mut email, mut roles, mut pending) = (0, None, None);
         let mut first = csv::ByteRecord::new();
         // The first non-blank record is a header, or the first data row.
@@ -64,8 +105,19 @@ impl<R: Read> CsvRows<R> {
         })
     }
 
+    /// The record's first line: csv counts a record's position from before the
+    /// blank lines it skipped, so it is worked out back from the reader's line
+    /// after the record (every record ends with a newline, thanks to `Input`).
     fn row_from(&self, record: &csv::ByteRecord) -> RawRow {
-        let line = record.position().map(|p| p.line()).unwrap_or_default();
+        let inner_newlines: u64 = record
+            .iter()
+            .map(|cell| cell.iter().filter(|b| **b == b'\n').count() as u64)
+            .sum();
+        let line = self
+            .records
+            .position()
+            .line()
+            .saturating_sub(1 + inner_newlines);
         let cell = |i: usize| record.get(i).map(|c| std::str::from_utf8(c));
         let email = match cell(self.email) {
             Some(Ok(text)) => Ok(text.trim().to_owned()),

@@ -2,6 +2,8 @@
 
 mod helpers;
 
+mod admin_import;
+
 mod errors;
 mod sign_in;
 mod smtp;
