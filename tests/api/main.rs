@@ -3,6 +3,7 @@
 mod helpers;
 
 mod admin_import;
+mod admin_members;
 
 mod errors;
 mod sign_in;
