@@ -195,8 +195,9 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .nest("/", api.around(move |ep, req| limit_body(ep, req, limits)))
         .at(
             "/auth/confirm",
-            get(crate::api::pages::confirm_page)
-                .post(crate::api::pages::confirm.around(move |ep, req| limit_body(ep, req, limits))),
+            get(crate::api::pages::confirm_page).post(
+                crate::api::pages::confirm.around(move |ep, req| limit_body(ep, req, limits)),
+            ),
         )
         .at("/openapi.json", spec)
         .nest("/docs", docs)

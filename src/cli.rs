@@ -95,7 +95,11 @@ pub fn render_report(report: &ImportReport) -> String {
     let mut out = format!(
         "batch {}{}\nrows {}  added {}  updated {}  unchanged {}  duplicates {}  invalid {}\n",
         report.batch_id,
-        if report.dry_run { " (dry run: nothing written)" } else { "" },
+        if report.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        },
         report.rows,
         report.added,
         report.updated,
@@ -104,7 +108,10 @@ pub fn render_report(report: &ImportReport) -> String {
         report.invalid_total
     );
     for row in &report.invalid {
-        out.push_str(&format!("  line {}: {:?}: {}\n", row.line, row.value, row.reason));
+        out.push_str(&format!(
+            "  line {}: {:?}: {}\n",
+            row.line, row.value, row.reason
+        ));
     }
     out
 }

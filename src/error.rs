@@ -272,7 +272,9 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::RoleInUse { role, grants } => Self::conflict(
                 "role_in_use",
-                format!("`{role}` is granted {grants} time(s); delete with force=true to revoke those grants"),
+                format!(
+                    "`{role}` is granted {grants} time(s); delete with force=true to revoke those grants"
+                ),
             ),
             other => Self::Internal(other.to_string()),
         }
@@ -334,7 +336,9 @@ impl From<crate::admin::AdminError> for ApiError {
             AdminError::Auth(auth) => auth.into(),
             AdminError::NotFound(what) => Self::NotFound(format!("no such {what}")),
             err @ AdminError::SelfAction(_) => Self::conflict("self_action", err.to_string()),
-            err @ AdminError::RoleNotHeld(_) => Self::unprocessable("role_not_held", err.to_string()),
+            err @ AdminError::RoleNotHeld(_) => {
+                Self::unprocessable("role_not_held", err.to_string())
+            }
         }
     }
 }

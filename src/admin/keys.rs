@@ -81,8 +81,14 @@ impl AdminService {
         let audit = actor
             .audit("apikey.created")
             .target(member.as_str())
-            .details(json!({ "key": issued.key.prefix(), "name": issued.name, "roles": issued.roles }));
-        if !self.store.create_api_key(member, record, audit, now).await? {
+            .details(
+                json!({ "key": issued.key.prefix(), "name": issued.name, "roles": issued.roles }),
+            );
+        if !self
+            .store
+            .create_api_key(member, record, audit, now)
+            .await?
+        {
             return Err(AdminError::NotFound("active member"));
         }
         Ok((holder, issued))

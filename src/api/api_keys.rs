@@ -33,16 +33,31 @@ impl KeyRequestBody {
     pub fn parse(self) -> Result<KeyRequest, ApiError> {
         let name = self.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > 100 {
-            return Err(ApiError::unprocessable("invalid_name", "name is 1 to 100 characters"));
+            return Err(ApiError::unprocessable(
+                "invalid_name",
+                "name is 1 to 100 characters",
+            ));
         }
         if self.expires_in_days == Some(0) {
-            return Err(ApiError::unprocessable("invalid_expiry", "expires_in_days is at least 1"));
+            return Err(ApiError::unprocessable(
+                "invalid_expiry",
+                "expires_in_days is at least 1",
+            ));
         }
         let roles = self
             .roles
-            .map(|roles| roles.iter().map(|r| Role::parse(r)).collect::<Result<Vec<_>, _>>())
+            .map(|roles| {
+                roles
+                    .iter()
+                    .map(|r| Role::parse(r))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .transpose()?;
-        Ok(KeyRequest { name, expires_in_days: self.expires_in_days, roles })
+        Ok(KeyRequest {
+            name,
+            expires_in_days: self.expires_in_days,
+            roles,
+        })
     }
 }
 
@@ -91,7 +106,12 @@ impl From<ApiKeyInfo> for ApiKeyView {
     fn from(k: ApiKeyInfo) -> Self {
         Self {
             prefix: api_key_prefix(&k.id),
-            roles: k.roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+            roles: k
+                .roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
             id: k.id,
             member_id: k.member_id,
             email: k.email,
@@ -136,7 +156,11 @@ enum KeyRevoked {
 #[OpenApi]
 impl ApiKeysApi {
     /// Issues an API key for a member; the key is in this response only.
-    #[oai(path = "/v1/admin/members/:id/api-keys", method = "post", tag = "ApiTags::ApiKeys")]
+    #[oai(
+        path = "/v1/admin/members/:id/api-keys",
+        method = "post",
+        tag = "ApiTags::ApiKeys"
+    )]
     async fn create(
         &self,
         auth: AdminAuth,
@@ -146,7 +170,10 @@ impl ApiKeysApi {
         req: &Request,
     ) -> Result<KeyCreated, ApiError> {
         let (id, request) = (member_id(&id)?, body.0.parse()?);
-        let (_, issued) = state.admin.issue_key(&actor(&auth, &state, req), &id, &request).await?;
+        let (_, issued) = state
+            .admin
+            .issue_key(&actor(&auth, &state, req), &id, &request)
+            .await?;
         Ok(KeyCreated::Created(Json(issued.into())))
     }
 
@@ -163,7 +190,10 @@ impl ApiKeysApi {
         let member = member.as_deref().map(member_id).transpose()?;
         let limit = paging::limit(limit.0)?;
         let before = paging::decode_cursor(cursor.as_deref())?;
-        let keys = state.store.list_api_keys(member.as_ref(), before.as_deref(), limit).await?;
+        let keys = state
+            .store
+            .list_api_keys(member.as_ref(), before.as_deref(), limit)
+            .await?;
         Ok(Json(ApiKeyPage {
             next_cursor: paging::next_cursor(&keys, limit, |k| k.id.as_str()),
             items: keys.into_iter().map(ApiKeyView::from).collect(),
@@ -171,7 +201,11 @@ impl ApiKeysApi {
     }
 
     /// Revokes a key at once, on every instance.
-    #[oai(path = "/v1/admin/api-keys/:id", method = "delete", tag = "ApiTags::ApiKeys")]
+    #[oai(
+        path = "/v1/admin/api-keys/:id",
+        method = "delete",
+        tag = "ApiTags::ApiKeys"
+    )]
     async fn revoke(
         &self,
         auth: AdminAuth,
@@ -180,13 +214,20 @@ impl ApiKeysApi {
         req: &Request,
     ) -> Result<KeyRevoked, ApiError> {
         let id = id.trim().trim_start_matches("gh_");
-        state.admin.revoke_key(&actor(&auth, &state, req), id).await?;
+        state
+            .admin
+            .revoke_key(&actor(&auth, &state, req), id)
+            .await?;
         Ok(KeyRevoked::NoContent)
     }
 
     /// Exchanges an API key for a short-lived access token with the key's roles.
     #[oai(path = "/v1/auth/token", method = "post", tag = "ApiTags::Auth")]
-    async fn token(&self, auth: KeyAuth, state: Data<&Arc<AppState>>) -> Result<Json<KeyToken>, ApiError> {
+    async fn token(
+        &self,
+        auth: KeyAuth,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<Json<KeyToken>, ApiError> {
         let access_token = state.auth.exchange_api_key(&auth.0)?;
         Ok(Json(KeyToken {
             access_token,

@@ -94,6 +94,7 @@ impl AuditApi {
 
     /// The audit log as CSV (same filters).
     #[oai(path = "/v1/admin/audit/export", method = "get")]
+    #[allow(clippy::too_many_arguments)]
     async fn export(
         &self,
         _auth: AdminAuth,

@@ -89,7 +89,10 @@ pub(crate) fn actor(auth: &AdminAuth, state: &AppState, req: &Request) -> Actor 
 }
 
 fn roles(raw: &[String]) -> Result<Vec<Role>, ApiError> {
-    let mut roles = raw.iter().map(|r| Role::parse(r)).collect::<Result<Vec<_>, _>>()?;
+    let mut roles = raw
+        .iter()
+        .map(|r| Role::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
     roles.sort();
     roles.dedup();
     Ok(roles)
@@ -113,7 +116,14 @@ fn filter(
     Ok(MemberFilter {
         role: role.map(Role::parse).transpose()?,
         status: status
-            .map(|s| MemberStatus::parse(s).ok_or_else(|| ApiError::unprocessable("invalid_status", "status is active, suspended or deleted")))
+            .map(|s| {
+                MemberStatus::parse(s).ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_status",
+                        "status is active, suspended or deleted",
+                    )
+                })
+            })
             .transpose()?,
         q: q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty()),
         after: None,
@@ -139,7 +149,10 @@ impl MembersApi {
         let mut filter = filter(role.as_deref(), status.as_deref(), q.as_deref())?;
         filter.limit = paging::limit(limit.0)?;
         filter.after = paging::decode_cursor(cursor.as_deref())?;
-        let members = state.store.list_members(&filter, crate::clock::now()).await?;
+        let members = state
+            .store
+            .list_members(&filter, crate::clock::now())
+            .await?;
         Ok(Json(MemberPage {
             next_cursor: paging::next_cursor(&members, filter.limit, |m| m.id.as_str()),
             items: members.iter().map(MemberView::from).collect(),
@@ -158,7 +171,14 @@ impl MembersApi {
     ) -> Result<CsvResponse, ApiError> {
         let base = filter(role.as_deref(), status.as_deref(), q.as_deref())?;
         let store = state.store.clone();
-        let header = ["id", "email", "status", "roles", "created_at", "last_login_at"];
+        let header = [
+            "id",
+            "email",
+            "status",
+            "roles",
+            "created_at",
+            "last_login_at",
+        ];
         Ok(paging::csv_export("members.csv", &header, move |after| {
             let (store, mut filter) = (store.clone(), base.clone());
             async move {
@@ -178,7 +198,9 @@ impl MembersApi {
                             view.status,
                             view.roles.join(";"),
                             view.created_at.to_rfc3339(),
-                            view.last_login_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                            view.last_login_at
+                                .map(|t| t.to_rfc3339())
+                                .unwrap_or_default(),
                         ]
                     })
                     .collect();
@@ -236,7 +258,10 @@ impl MembersApi {
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
         let (id, status) = (member_id(&id)?, status(&body.status)?);
-        let member = state.admin.set_status(&actor(&auth, &state, req), &id, status).await?;
+        let member = state
+            .admin
+            .set_status(&actor(&auth, &state, req), &id, status)
+            .await?;
         Ok(Json(MemberView::from(&member)))
     }
 
@@ -250,7 +275,10 @@ impl MembersApi {
         req: &Request,
     ) -> Result<Deleted, ApiError> {
         let id = member_id(&id)?;
-        state.admin.delete_member(&actor(&auth, &state, req), &id).await?;
+        state
+            .admin
+            .delete_member(&actor(&auth, &state, req), &id)
+            .await?;
         Ok(Deleted::NoContent)
     }
 
@@ -265,7 +293,10 @@ impl MembersApi {
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
         let (id, roles) = (member_id(&id)?, roles(&body.roles)?);
-        let member = state.admin.set_roles(&actor(&auth, &state, req), &id, &roles).await?;
+        let member = state
+            .admin
+            .set_roles(&actor(&auth, &state, req), &id, &roles)
+            .await?;
         Ok(Json(MemberView::from(&member)))
     }
 
@@ -284,7 +315,10 @@ impl MembersApi {
             role: Role::parse(&body.role)?,
             expires_at: body.expires_at.map(|t| t.timestamp()),
         };
-        let member = state.admin.grant_role(&actor(&auth, &state, req), &id, grant).await?;
+        let member = state
+            .admin
+            .grant_role(&actor(&auth, &state, req), &id, grant)
+            .await?;
         Ok(Json(MemberView::from(&member)))
     }
 
@@ -299,7 +333,10 @@ impl MembersApi {
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
         let (id, role) = (member_id(&id)?, Role::parse(&role)?);
-        let member = state.admin.revoke_role(&actor(&auth, &state, req), &id, &role).await?;
+        let member = state
+            .admin
+            .revoke_role(&actor(&auth, &state, req), &id, &role)
+            .await?;
         Ok(Json(MemberView::from(&member)))
     }
 
@@ -313,7 +350,10 @@ impl MembersApi {
         req: &Request,
     ) -> Result<Json<SessionsRevoked>, ApiError> {
         let id = member_id(&id)?;
-        let revoked = state.admin.revoke_sessions(&actor(&auth, &state, req), &id).await?;
+        let revoked = state
+            .admin
+            .revoke_sessions(&actor(&auth, &state, req), &id)
+            .await?;
         Ok(Json(SessionsRevoked { revoked }))
     }
 }

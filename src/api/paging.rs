@@ -61,10 +61,7 @@ pub enum CsvResponse {
     /// A CSV file (UTF-8, CRLF). Cells that a spreadsheet would run as a
     /// formula start with `'`.
     #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
-    Csv(
-        Binary<Body>,
-        #[oai(header = "Content-Disposition")] String,
-    ),
+    Csv(Binary<Body>, #[oai(header = "Content-Disposition")] String),
 }
 
 /// Streams a CSV export page by page: `fetch(after)` returns a page of rows
@@ -91,7 +88,8 @@ where
             }
         },
     );
-    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(pages);
+    let stream =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(pages);
     CsvResponse::Csv(
         Binary(Body::from_bytes_stream(stream)),
         format!("attachment; filename=\"{filename}\""),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem::{Body, Request, RequestBody};
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::{Json, Payload, ParsePayload};
+use poem_openapi::payload::{Json, ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi};
@@ -50,7 +50,9 @@ impl ParsePayload for CsvBody {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        Ok(Self(<Body as poem::FromRequest>::from_request(request, body).await?))
+        Ok(Self(
+            <Body as poem::FromRequest>::from_request(request, body).await?,
+        ))
     }
 }
 
@@ -83,7 +85,12 @@ pub struct EligibleView {
 impl From<EligibleRow> for EligibleView {
     fn from(row: EligibleRow) -> Self {
         Self {
-            roles: row.roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+            roles: row
+                .roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
             email: row.email,
             batch_id: row.batch_id,
             added_by: row.added_by,
@@ -136,7 +143,11 @@ enum Removed {
     NoContent,
 }
 
-fn eligible_filter(batch_id: Option<String>, q: Option<String>, claimed: Option<bool>) -> EligibleFilter {
+fn eligible_filter(
+    batch_id: Option<String>,
+    q: Option<String>,
+    claimed: Option<bool>,
+) -> EligibleFilter {
     EligibleFilter {
         batch_id,
         q: q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty()),
@@ -220,7 +231,14 @@ impl RosterApi {
     ) -> Result<CsvResponse, ApiError> {
         let base = eligible_filter(batch_id.0, q.0, claimed.0);
         let store = state.store.clone();
-        let header = ["email", "roles", "batch_id", "added_by", "created_at", "claimed_by"];
+        let header = [
+            "email",
+            "roles",
+            "batch_id",
+            "added_by",
+            "created_at",
+            "claimed_by",
+        ];
         Ok(paging::csv_export("allowlist.csv", &header, move |after| {
             let (store, mut filter) = (store.clone(), base.clone());
             async move {
@@ -260,10 +278,16 @@ impl RosterApi {
         let email = Email::parse(&email)?;
         let actor = actor(&auth, &state, req);
         let audit = actor.audit("allowlist.removed").target(email.as_str());
-        if state.store.remove_eligible(&email, audit, crate::clock::now()).await? {
+        if state
+            .store
+            .remove_eligible(&email, audit, crate::clock::now())
+            .await?
+        {
             Ok(Removed::NoContent)
         } else {
-            Err(ApiError::NotFound("the address is not on the allowlist".into()))
+            Err(ApiError::NotFound(
+                "the address is not on the allowlist".into(),
+            ))
         }
     }
 

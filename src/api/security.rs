@@ -99,7 +99,9 @@ async fn principal_from(
         .and_then(split_scheme)
         .map(|(scheme, _)| scheme);
     match scheme.as_deref() {
-        Some("apikey") => Ok(AuthorizationKeyAuth::from_request(req, body, opts()).await?.0),
+        Some("apikey") => Ok(AuthorizationKeyAuth::from_request(req, body, opts())
+            .await?
+            .0),
         _ if allow_bearer => Ok(BearerAuth::from_request(req, body, opts()).await?.0),
         _ => Err(ApiError::Unauthorized("an API key is required".into()).into()),
     }

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use tokio::sync::Semaphore;
 
 use super::{AuthError, AuthService, Principal, now};
@@ -96,7 +96,14 @@ impl AuthService {
         if verified.len() >= CACHE_CAPACITY {
             verified.clear();
         }
-        verified.insert(fingerprint, if now - touched_at >= TOUCH_EVERY_SECS { now } else { touched_at });
+        verified.insert(
+            fingerprint,
+            if now - touched_at >= TOUCH_EVERY_SECS {
+                now
+            } else {
+                touched_at
+            },
+        );
         Ok(principal)
     }
 
@@ -133,7 +140,11 @@ impl AuthService {
         let stored = stored.to_owned();
         tokio::task::spawn_blocking(move || {
             PasswordHash::new(&stored)
-                .map(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
+                .map(|hash| {
+                    Argon2::default()
+                        .verify_password(secret.as_bytes(), &hash)
+                        .is_ok()
+                })
                 .unwrap_or(false)
         })
         .await

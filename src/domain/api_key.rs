@@ -38,7 +38,9 @@ impl ApiKey {
     pub fn parse(raw: &str) -> Option<Self> {
         let (id, secret) = raw.trim().strip_prefix(PREFIX)?.split_once('_')?;
         let id_ok = id.len() == ID_BYTES * 2
-            && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         let secret_ok = URL_SAFE_NO_PAD
             .decode(secret)
             .is_ok_and(|bytes| bytes.len() == SECRET_BYTES);

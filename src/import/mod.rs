@@ -134,9 +134,8 @@ where
         let store = store.clone();
         tokio::spawn(async move { store.import_roster(import, receiver).await })
     };
-    let parser = tokio::task::spawn_blocking(move || {
-        parse_all(open()?, &known_roles, &context, &sender)
-    });
+    let parser =
+        tokio::task::spawn_blocking(move || parse_all(open()?, &known_roles, &context, &sender));
     let parsed = parser.await.map_err(|_| ImportError::Interrupted)?;
     let written = writer.await.map_err(|_| ImportError::Interrupted)?;
     let counts = written?;

@@ -118,9 +118,7 @@ pub trait MemberStore {
 }
 
 /// Folds rows ordered by member id (one per role) into members.
-pub(crate) fn fold_members(
-    rows: Vec<super::portable::MemberRoleRow>,
-) -> StoreResult<Vec<Member>> {
+pub(crate) fn fold_members(rows: Vec<super::portable::MemberRoleRow>) -> StoreResult<Vec<Member>> {
     let mut members = Vec::new();
     let mut group = Vec::new();
     for row in rows {

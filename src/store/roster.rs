@@ -86,13 +86,23 @@ pub trait RosterStore {
     async fn list_eligible(&self, filter: &EligibleFilter) -> StoreResult<Vec<EligibleRow>>;
 
     /// Removes one address; false when it was not listed.
-    async fn remove_eligible(&self, email: &Email, audit: AuditEntry, now: i64) -> StoreResult<bool>;
+    async fn remove_eligible(
+        &self,
+        email: &Email,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool>;
 
     /// Batches newest first, after the batch `before`.
     async fn list_batches(&self, before: Option<&str>, limit: i64) -> StoreResult<Vec<BatchRow>>;
 
     /// Removes the batch's unclaimed entries; `None` when the batch is unknown.
-    async fn withdraw_batch(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<Option<u64>>;
+    async fn withdraw_batch(
+        &self,
+        id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Option<u64>>;
 }
 
 /// `$first, $first+1, …`: `count` numbered placeholders, which both backends accept.

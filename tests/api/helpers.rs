@@ -318,7 +318,10 @@ impl TestApp {
         token: &str,
         body: Option<Value>,
     ) -> reqwest::Response {
-        let mut request = self.client.request(method, self.url(path)).bearer_auth(token);
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -367,6 +370,10 @@ impl TestApp {
 
 /// A roster file from `fixtures/`.
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name))
-        .expect("fixture")
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+    .expect("fixture")
 }

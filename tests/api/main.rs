@@ -2,7 +2,9 @@
 
 mod helpers;
 
+mod admin_audit;
 mod admin_import;
+mod admin_keys;
 mod admin_members;
 
 mod errors;
