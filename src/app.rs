@@ -10,6 +10,8 @@ use poem::middleware::SetHeader;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get};
 use tokio::sync::watch;
 
+use crate::admin::AdminService;
+use crate::api::body_limit::limit_body;
 use crate::auth::{AuthService, AuthSettings, JwtKeys, load_or_create_secret};
 use crate::config::Settings;
 use crate::mail::worker::{OutboxWorker, RetryPolicy};
@@ -49,6 +51,7 @@ pub struct AppState {
     pub public_url: String,
     pub store: DynStore,
     pub auth: AuthService,
+    pub admin: AdminService,
     pub mailer: Arc<Mailer>,
     pub templates: Arc<Templates>,
     pub metrics: Arc<Metrics>,
@@ -138,6 +141,7 @@ impl Application {
         let state = Arc::new(AppState {
             settings,
             public_url,
+            admin: AdminService::new(store.clone()),
             store,
             auth,
             mailer,
@@ -199,13 +203,17 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let api = crate::api::service(&state.public_url);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let limit = state.settings.max_body_bytes;
+    let limits = (
+        state.settings.max_body_bytes,
+        state.settings.max_import_bytes,
+    );
     Route::new()
-        .nest("/", api.around(move |ep, req| limit_body(ep, req, limit)))
+        .nest("/", api.around(move |ep, req| limit_body(ep, req, limits)))
         .at(
             "/auth/confirm",
-            get(crate::api::pages::confirm_page)
-                .post(crate::api::pages::confirm.around(move |ep, req| limit_body(ep, req, limit))),
+            get(crate::api::pages::confirm_page).post(
+                crate::api::pages::confirm.around(move |ep, req| limit_body(ep, req, limits)),
+            ),
         )
         .at("/metrics", get(crate::api::metrics::metrics))
         .at("/openapi.json", spec)
@@ -218,38 +226,6 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         )
         .around(log_request)
         .catch_all_error(|err| async move { crate::error::render_any_error(err) })
-}
-
-/// Refuses bodies over `limit` bytes with 413 when `Content-Length` says so;
-/// a body without a length (chunked) is cut at `limit`, which its parser then
-/// rejects. poem's own `SizeLimit` answers 411 to every request without a
-/// length, GETs included, which is why this is not it.
-async fn limit_body<E: Endpoint>(
-    next: Arc<E>,
-    mut req: Request,
-    limit: usize,
-) -> poem::Result<Response> {
-    let declared = req
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > limit as u64 => {
-            return Err(poem::Error::from_status(
-                poem::http::StatusCode::PAYLOAD_TOO_LARGE,
-            ));
-        }
-        Some(_) => {}
-        None => {
-            let body = req.take_body().into_async_read();
-            req.set_body(poem::Body::from_async_read(tokio::io::AsyncReadExt::take(
-                body,
-                limit as u64,
-            )));
-        }
-    }
-    next.call(req).await.map(IntoResponse::into_response)
 }
 
 /// Logs method, path (never the query: it may hold a token), status and latency.

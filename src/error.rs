@@ -52,6 +52,8 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    #[error("the request body is too large; nothing was imported")]
+    PayloadTooLarge,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -88,6 +90,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +105,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::PayloadTooLarge => "body_too_large",
             Self::Internal(_) => "internal",
         }
     }
@@ -256,6 +260,22 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownRole(role) => {
                 Self::unprocessable("unknown_role", format!("there is no role `{role}`"))
             }
+            StoreError::NotFound(what) => Self::NotFound(format!("no such {what}")),
+            StoreError::Conflict(detail) => Self::conflict("conflict", detail),
+            StoreError::LastAdmin => Self::conflict(
+                "last_admin",
+                "this would leave no active admin; make another member admin first",
+            ),
+            StoreError::BuiltinRole(role) => Self::conflict(
+                "builtin_role",
+                format!("`{role}` is a built-in role and cannot be deleted"),
+            ),
+            StoreError::RoleInUse { role, grants } => Self::conflict(
+                "role_in_use",
+                format!(
+                    "`{role}` is granted {grants} time(s); delete with force=true to revoke those grants"
+                ),
+            ),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -290,8 +310,35 @@ impl From<AuthError> for ApiError {
 
 impl From<crate::import::ImportError> for ApiError {
     fn from(err: crate::import::ImportError) -> Self {
+        use crate::import::ImportError;
         match err {
-            crate::import::ImportError::Store(store) => store.into(),
+            ImportError::Store(store) => store.into(),
+            ImportError::Read(io)
+                if io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<crate::api::body_limit::BodyTooLarge>()) =>
+            {
+                Self::PayloadTooLarge
+            }
+            err @ (ImportError::Read(_) | ImportError::Malformed { .. }) => {
+                Self::bad_request("invalid_csv", format!("{err}; nothing was imported"))
+            }
+            ImportError::Interrupted => Self::Internal("import interrupted".into()),
+        }
+    }
+}
+
+impl From<crate::admin::AdminError> for ApiError {
+    fn from(err: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError;
+        match err {
+            AdminError::Store(store) => store.into(),
+            AdminError::Auth(auth) => auth.into(),
+            AdminError::NotFound(what) => Self::NotFound(format!("no such {what}")),
+            err @ AdminError::SelfAction(_) => Self::conflict("self_action", err.to_string()),
+            err @ AdminError::RoleNotHeld(_) => {
+                Self::unprocessable("role_not_held", err.to_string())
+            }
         }
     }
 }

@@ -1,8 +1,11 @@
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod csv_export;
 pub mod domain;
 pub mod error;
 pub mod import;

@@ -25,6 +25,31 @@ enum Command {
     Migrate,
     /// Print the OpenAPI spec (JSON) and exit.
     Openapi,
+    /// Import a roster CSV into the allowlist, in one transaction.
+    Import {
+        file: PathBuf,
+        /// Groups the upload so it can be listed and withdrawn; generated when absent.
+        #[arg(long)]
+        batch_id: Option<String>,
+        /// Report what would happen without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Manage API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Issue a key for a member (with all their roles) and print it once.
+    Create {
+        email: String,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[tokio::main]
@@ -47,6 +72,20 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Import {
+            file,
+            batch_id,
+            dry_run,
+        } => gatehouse::cli::import(&settings, &file, batch_id, dry_run)
+            .await
+            .map(|report| print!("{}", gatehouse::cli::render_report(&report)))
+            .map_err(Into::into),
+        Command::Apikey {
+            command: ApikeyCommand::Create { email, name },
+        } => gatehouse::cli::create_api_key(&settings, &email, &name)
+            .await
+            .map(|key| println!("{key}"))
+            .map_err(Into::into),
         Command::Openapi => {
             let server = settings
                 .public_url

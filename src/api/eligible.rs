@@ -5,7 +5,7 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::{ApiTags, BearerAuth, client_ip};
+use super::{AdminAuth, ApiTags, client_ip};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::import::{ImportContext, ImportReport, RawRow, import_rows};
@@ -49,6 +49,8 @@ pub struct ImportReportView {
     /// The first invalid rows; `invalid_total` counts all of them.
     pub invalid: Vec<InvalidRowView>,
     pub invalid_total: u64,
+    /// True when nothing was written (`dry_run=true`).
+    pub dry_run: bool,
 }
 
 impl From<ImportReport> for ImportReportView {
@@ -70,6 +72,7 @@ impl From<ImportReport> for ImportReportView {
                 })
                 .collect(),
             invalid_total: report.invalid_total,
+            dry_run: report.dry_run,
         }
     }
 }
@@ -85,7 +88,7 @@ enum Upserted {
 }
 
 /// A batch id: 1 to 64 characters of letters, digits, `-`, `_` and `.`.
-fn batch_id(given: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn batch_id(given: Option<&str>) -> Result<String, ApiError> {
     match given.map(str::trim) {
         None | Some("") => Ok(format!("batch-{}", uuid::Uuid::now_v7())),
         Some(id)
@@ -109,24 +112,25 @@ impl EligibleApi {
     #[oai(path = "/v1/admin/eligible-emails", method = "post")]
     async fn add_one(
         &self,
-        auth: BearerAuth,
+        auth: AdminAuth,
         body: Json<EligibleEmailRequest>,
         state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Upserted, ApiError> {
-        let admin = auth.admin()?;
-        let row = RawRow {
-            line: 1,
-            email: body.email.clone(),
-            roles: (!body.roles.is_empty()).then(|| body.roles.join(";")),
-        };
+        let admin = &auth.0;
+        let row = RawRow::new(
+            1,
+            body.email.clone(),
+            (!body.roles.is_empty()).then(|| body.roles.join(";")),
+        );
         let context = ImportContext {
             batch_id: batch_id(None)?,
             source: "api",
-            actor: Some(admin.member.id.to_string()),
+            actor: Some(admin.actor()),
             ip: client_ip(req, &state.settings.trusted_proxies).map(|ip| ip.to_string()),
+            dry_run: false,
         };
-        let report = import_rows(&state.store, [row], context).await?;
+        let report = import_rows(&state.store, vec![row], context).await?;
         if let Some(invalid) = report.invalid.first() {
             return Err(ApiError::unprocessable(
                 "invalid_row",
@@ -144,28 +148,26 @@ impl EligibleApi {
     #[oai(path = "/v1/admin/eligible-emails/bulk", method = "post")]
     async fn bulk(
         &self,
-        auth: BearerAuth,
+        auth: AdminAuth,
         body: Json<BulkRequest>,
         state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<ImportReportView>, ApiError> {
-        let admin = auth.admin()?;
+        let admin = &auth.0;
         let context = ImportContext {
             batch_id: batch_id(body.batch_id.as_deref())?,
             source: "json",
-            actor: Some(admin.member.id.to_string()),
+            actor: Some(admin.actor()),
             ip: client_ip(req, &state.settings.trusted_proxies).map(|ip| ip.to_string()),
+            dry_run: false,
         };
         let rows = body
             .0
             .emails
             .into_iter()
             .enumerate()
-            .map(|(i, email)| RawRow {
-                line: i as u64 + 1,
-                email,
-                roles: None,
-            });
+            .map(|(i, email)| RawRow::new(i as u64 + 1, email, None))
+            .collect();
         Ok(Json(import_rows(&state.store, rows, context).await?.into()))
     }
 }

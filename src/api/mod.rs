@@ -2,13 +2,20 @@
 //! a sign-in link opens. Handlers parse input into domain types, call one
 //! service function and map the result; they hold no SQL.
 
+pub mod api_keys;
+pub mod audit;
 pub mod auth;
+pub mod body_limit;
 pub mod eligible;
 pub mod health;
 pub mod me;
+pub mod members;
 pub mod metrics;
 pub mod outbox;
 pub mod pages;
+pub mod paging;
+pub mod roles;
+pub mod roster;
 pub mod security;
 pub mod views;
 
@@ -17,7 +24,7 @@ use std::net::IpAddr;
 use poem::Request;
 use poem_openapi::OpenApiService;
 
-pub use security::BearerAuth;
+pub use security::{AdminAuth, BearerAuth, KeyAuth};
 
 /// The API's tags, in the order the spec lists them.
 #[derive(poem_openapi::Tags)]
@@ -26,10 +33,18 @@ pub enum ApiTags {
     Auth,
     /// The signed-in member's own account.
     Me,
-    /// The allowlist of addresses that may become members (admin only).
+    /// The allowlist of addresses that may become members, and its import batches (admin only).
     EligibleEmails,
     /// Mail delivery: what is queued, sent, failed or expired (admin only).
     Outbox,
+    /// Members, their status and roles (admin only).
+    Members,
+    /// Built-in and custom roles (admin only).
+    Roles,
+    /// API keys for integrations (admin only).
+    ApiKeys,
+    /// What happened, and who did it (admin only).
+    Audit,
     /// Liveness and readiness.
     Health,
 }
@@ -39,6 +54,11 @@ pub type Api = (
     me::MeApi,
     eligible::EligibleApi,
     outbox::OutboxApi,
+    roster::RosterApi,
+    members::MembersApi,
+    roles::RolesApi,
+    api_keys::ApiKeysApi,
+    audit::AuditApi,
     health::HealthApi,
 );
 
@@ -50,6 +70,11 @@ pub fn service(server: &str) -> OpenApiService<Api, ()> {
             me::MeApi,
             eligible::EligibleApi,
             outbox::OutboxApi,
+            roster::RosterApi,
+            members::MembersApi,
+            roles::RolesApi,
+            api_keys::ApiKeysApi,
+            audit::AuditApi,
             health::HealthApi,
         ),
         "gatehouse",

@@ -1,30 +1,161 @@
 //! Security schemes: how a request proves who it is.
+//!
+//! Members send an access token (`Authorization: Bearer …`); integrations send
+//! an API key (`Authorization: ApiKey gh_…` or `X-API-Key: gh_…`). [`AdminAuth`]
+//! accepts any of the three and requires the `admin` role, so an admin handler
+//! cannot forget the check; [`KeyAuth`] accepts only the two key forms.
 
 use std::sync::Arc;
 
-use poem::Request;
-use poem_openapi::SecurityScheme;
-use poem_openapi::auth::Bearer;
+use poem::{Request, RequestBody};
+use poem_openapi::auth::{ApiKey, Bearer};
+use poem_openapi::registry::Registry;
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, SecurityScheme};
 
+use super::client_ip;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
 
-/// An access token from `/v1/auth/verify` or `/v1/auth/refresh`.
+/// An access token from `/v1/auth/verify`, `/v1/auth/refresh` or `/v1/auth/token`.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
 pub struct BearerAuth(pub Principal);
 
+/// An API key as `Authorization: ApiKey gh_<id>_<secret>`.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "ApiKeyAuthorization",
+    ty = "api_key",
+    key_name = "Authorization",
+    key_in = "header",
+    checker = "check_authorization_key"
+)]
+pub struct AuthorizationKeyAuth(pub Principal);
+
+/// An API key as `X-API-Key: gh_<id>_<secret>`.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "ApiKeyHeader",
+    ty = "api_key",
+    key_name = "X-API-Key",
+    key_in = "header",
+    checker = "check_header_key"
+)]
+pub struct HeaderKeyAuth(pub Principal);
+
+fn state(req: &Request) -> Result<&Arc<AppState>, ApiError> {
+    req.data::<Arc<AppState>>()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))
+}
+
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
-    let state = req
-        .data::<Arc<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-    Ok(state
+    Ok(state(req)?
         .auth
         .authenticate(&bearer.token)
         .await
         .map_err(ApiError::from)?)
 }
+
+async fn check_key(req: &Request, key: &str) -> poem::Result<Principal> {
+    let state = state(req)?;
+    let ip = client_ip(req, &state.settings.trusted_proxies);
+    Ok(state
+        .auth
+        .authenticate_api_key(key, ip)
+        .await
+        .map_err(ApiError::from)?)
+}
+
+async fn check_authorization_key(req: &Request, header: ApiKey) -> poem::Result<Principal> {
+    match split_scheme(&header.key) {
+        Some((scheme, key)) if scheme == "apikey" => check_key(req, key).await,
+        _ => Err(ApiError::Unauthorized("expected `Authorization: ApiKey <key>`".into()).into()),
+    }
+}
+
+async fn check_header_key(req: &Request, header: ApiKey) -> poem::Result<Principal> {
+    check_key(req, &header.key).await
+}
+
+/// `("apikey", "gh_…")` from `ApiKey gh_…`: the scheme lowercased, and the rest.
+fn split_scheme(value: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    Some((scheme.to_ascii_lowercase(), rest.trim()))
+}
+
+/// Which credential a request carries, judged from its headers alone.
+async fn principal_from(
+    req: &Request,
+    body: &mut RequestBody,
+    allow_bearer: bool,
+) -> poem::Result<Principal> {
+    let opts = ExtractParamOptions::default;
+    if req.headers().contains_key("x-api-key") {
+        return Ok(HeaderKeyAuth::from_request(req, body, opts()).await?.0);
+    }
+    let scheme = req
+        .header(poem::http::header::AUTHORIZATION)
+        .and_then(split_scheme)
+        .map(|(scheme, _)| scheme);
+    match scheme.as_deref() {
+        Some("apikey") => Ok(AuthorizationKeyAuth::from_request(req, body, opts())
+            .await?
+            .0),
+        _ if allow_bearer => Ok(BearerAuth::from_request(req, body, opts()).await?.0),
+        _ => Err(ApiError::Unauthorized("an API key is required".into()).into()),
+    }
+}
+
+/// An admin, by access token or API key. Anyone else gets 401 or 403.
+pub struct AdminAuth(pub Principal);
+
+/// Any API key (not an access token).
+pub struct KeyAuth(pub Principal);
+
+macro_rules! combined_scheme {
+    ($ty:ident, [$($scheme:ty),+], $allow_bearer:expr, $check:expr) => {
+        impl<'a> ApiExtractor<'a> for $ty {
+            const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+            type ParamType = ();
+            type ParamRawType = ();
+
+            fn register(registry: &mut Registry) {
+                $(<$scheme as ApiExtractor>::register(registry);)+
+            }
+
+            fn security_schemes() -> Vec<&'static str> {
+                let mut schemes = Vec::new();
+                $(schemes.extend(<$scheme as ApiExtractor>::security_schemes());)+
+                schemes
+            }
+
+            async fn from_request(
+                req: &'a Request,
+                body: &mut RequestBody,
+                _opts: ExtractParamOptions<Self::ParamType>,
+            ) -> poem::Result<Self> {
+                let principal = principal_from(req, body, $allow_bearer).await?;
+                let check: fn(&Principal) -> Result<(), ApiError> = $check;
+                check(&principal)?;
+                Ok(Self(principal))
+            }
+        }
+    };
+}
+
+combined_scheme!(
+    AdminAuth,
+    [BearerAuth, AuthorizationKeyAuth, HeaderKeyAuth],
+    true,
+    |principal| Ok(principal.require_role(crate::domain::Role::ADMIN)?)
+);
+combined_scheme!(
+    KeyAuth,
+    [AuthorizationKeyAuth, HeaderKeyAuth],
+    false,
+    |_| Ok(())
+);
 
 impl BearerAuth {
     /// The caller, if they hold `admin`; a 403 otherwise.

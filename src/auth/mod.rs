@@ -1,6 +1,7 @@
 //! Authentication: magic links and codes, sessions with rotating refresh tokens,
 //! access JWTs, and the rate limits in front of them.
 
+mod api_key;
 mod jwt;
 mod keys;
 mod magic_link;
@@ -12,6 +13,7 @@ mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use api_key::{ApiKeyVerifier, MAX_CONCURRENT_VERIFICATIONS, hash_api_key};
 pub use jwt::{Claims, JwtError, JwtKeys};
 pub use keys::{ServerSecret, load_or_create_secret};
 pub use magic_link::LinkRequest;
@@ -76,6 +78,7 @@ pub struct AuthService {
     mailer: Arc<Mailer>,
     code_pepper: [u8; 32],
     settings: AuthSettings,
+    api_keys: ApiKeyVerifier,
 }
 
 impl AuthService {
@@ -92,6 +95,7 @@ impl AuthService {
             mailer,
             code_pepper: secret.derive("sign-in code pepper"),
             settings,
+            api_keys: ApiKeyVerifier::default(),
         }
     }
 

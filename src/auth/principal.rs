@@ -9,10 +9,20 @@ use crate::domain::Member;
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub member: Member,
+    /// The sign-in session, or `key:<id>` for a caller using an API key.
     pub session_id: String,
+    /// The prefix (`gh_<public id>`) of the API key used, if one was.
+    pub api_key: Option<String>,
 }
 
 impl Principal {
+    /// Who the audit log names: the API key when one was used, else the member.
+    pub fn actor(&self) -> String {
+        self.api_key
+            .clone()
+            .unwrap_or_else(|| self.member.id.to_string())
+    }
+
     pub fn require_role(&self, role: &'static str) -> Result<(), AuthError> {
         if self.member.has_role(role) {
             Ok(())
@@ -29,6 +39,9 @@ impl AuthService {
             .jwt
             .verify(token)
             .map_err(|_| AuthError::InvalidCredential)?;
+        if let Some(key_id) = claims.sid.strip_prefix(super::api_key::KEY_SESSION_PREFIX) {
+            return self.key_session(key_id).await;
+        }
         let member_id =
             crate::domain::MemberId::parse(&claims.sub).ok_or(AuthError::InvalidCredential)?;
         let member = self
@@ -39,6 +52,7 @@ impl AuthService {
         Ok(Principal {
             member,
             session_id: claims.sid,
+            api_key: None,
         })
     }
 }

@@ -1,11 +1,13 @@
 //! Pure types of the membership domain. Each type can only be built through a
 //! parser, so a value that exists is a valid one; nothing here touches I/O.
 
+mod api_key;
 mod email;
 mod member;
 mod role;
 mod secret;
 
+pub use api_key::{ApiKey, prefix_of as api_key_prefix};
 pub use email::{Email, EmailError};
 pub use member::{Member, MemberId, MemberStatus};
 pub use role::{Role, RoleError};

@@ -6,15 +6,28 @@
 //! Times are unix seconds (`i64`) and ids are UUID text on both backends, so one
 //! SQL text serves both where the dialects agree (see `portable.rs`).
 
+mod api_keys;
+mod audit;
+mod members;
+mod members_sql;
 mod outbox;
 mod portable;
 mod postgres;
+mod roster;
+mod roster_sql;
 mod sqlite;
 mod types;
 
 use std::sync::Arc;
 
+pub use api_keys::{ApiKeyInfo, ApiKeyRecord, ApiKeyStore, NewApiKey};
+pub use audit::{AuditFilter, AuditRow, AuditStore};
+pub use members::{MemberFilter, MemberStore, RoleGrant, RoleInfo};
 pub use postgres::PostgresStore;
+pub use roster::{
+    BatchRow, EligibleFilter, EligibleRow, IMPORT_CHUNK, ImportChunk, ImportTotals, RosterImport,
+    RosterStore,
+};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -38,6 +51,17 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL `{0}`: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    /// The change would leave no active member with the `admin` role.
+    #[error("the last active admin cannot lose the admin role")]
+    LastAdmin,
+    #[error("`{0}` is a built-in role")]
+    BuiltinRole(String),
+    #[error("the role `{role}` is granted {grants} time(s)")]
+    RoleInUse { role: String, grants: i64 },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -76,8 +100,12 @@ fn is_transient(code: Option<&str>, message: &str) -> bool {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Every operation of the service. The admin areas live in their own traits
+/// (members, roster, API keys, audit), each implemented by a macro of portable SQL.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    MemberStore + RosterStore + ApiKeyStore + AuditStore + Send + Sync + 'static
+{
     /// Applies pending migrations (safe to call from several instances at once).
     async fn migrate(&self) -> StoreResult<()>;
 
@@ -94,10 +122,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// The names of all roles, built-in and custom.
     async fn role_names(&self) -> StoreResult<Vec<String>>;
-
-    /// Adds or updates allowlist entries in one transaction. Roles given replace an
-    /// existing entry's pre-assigned roles; an entry given without roles keeps them.
-    async fn upsert_eligible(&self, upload: EligibleUpload<'_>) -> StoreResult<UpsertCounts>;
 
     /// True when `email` may receive a sign-in link: an active member, or an
     /// allowlisted address that is not (yet) a member.
@@ -157,7 +181,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>>;
 
-    /// Soft-deletes a member and revokes every session. Returns false if unknown.
+    /// Soft-deletes a member and revokes every session and API key. Returns false
+    /// if unknown; [`StoreError::LastAdmin`] if they are the last active admin.
     async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool>;
 
     /// Allowlists the addresses with `admin` pre-assigned, and grants `admin` to

@@ -155,67 +155,6 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(|(name,)| name).collect())
             }
 
-            async fn upsert_eligible(&self, upload: EligibleUpload<'_>) -> StoreResult<UpsertCounts> {
-                let known = self.role_names().await?;
-                for entry in upload.entries {
-                    if let Some(role) = entry.roles.iter().find(|r| !known.iter().any(|k| k == r.as_str())) {
-                        return Err(StoreError::UnknownRole(role.to_string()));
-                    }
-                }
-                let mut tx = self.writer.begin().await?;
-                let mut counts = UpsertCounts::default();
-                for entry in upload.entries {
-                    let roles = Role::join(&entry.roles);
-                    let existing: Option<(String,)> = sqlx::query_as("SELECT roles FROM eligible_emails WHERE email = $1")
-                        .bind(entry.email.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    match existing {
-                        None => {
-                            sqlx::query(
-                                "INSERT INTO eligible_emails (email, batch_id, roles, added_by, created_at) \
-                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING",
-                            )
-                            .bind(entry.email.as_str())
-                            .bind(upload.batch_id)
-                            .bind(&roles)
-                            .bind(upload.added_by)
-                            .bind(upload.now)
-                            .execute(&mut *tx)
-                            .await?;
-                            counts.added += 1;
-                        }
-                        Some((old,)) if !entry.roles.is_empty() && old != roles => {
-                            sqlx::query("UPDATE eligible_emails SET roles = $2 WHERE email = $1")
-                                .bind(entry.email.as_str())
-                                .bind(&roles)
-                                .execute(&mut *tx)
-                                .await?;
-                            counts.updated += 1;
-                        }
-                        Some(_) => counts.unchanged += 1,
-                    }
-                }
-                sqlx::query(
-                    "INSERT INTO import_batches (id, source, created_by, created_at, rows, added, updated) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
-                       rows = import_batches.rows + excluded.rows, added = import_batches.added + excluded.added, \
-                       updated = import_batches.updated + excluded.updated",
-                )
-                .bind(upload.batch_id)
-                .bind(upload.source)
-                .bind(upload.added_by)
-                .bind(upload.now)
-                .bind(upload.entries.len() as i64)
-                .bind(counts.added as i64)
-                .bind(counts.updated as i64)
-                .execute(&mut *tx)
-                .await?;
-                insert_audit!(tx, upload.audit, upload.now);
-                tx.commit().await?;
-                Ok(counts)
-            }
-
             async fn is_eligible(&self, email: &Email) -> StoreResult<bool> {
                 let member: Option<(String,)> = sqlx::query_as("SELECT status FROM members WHERE email = $1")
                     .bind(email.as_str())
@@ -490,6 +429,8 @@ macro_rules! impl_store {
 
             async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool> {
                 let mut tx = self.writer.begin().await?;
+                let was_admin = load_member!(&mut *tx, id.as_str(), now)
+                    .is_some_and(|m| m.status == MemberStatus::Active && m.has_role(Role::ADMIN));
                 let deleted = sqlx::query("UPDATE members SET status = 'deleted' WHERE id = $1 AND status <> 'deleted'")
                     .bind(id.as_str())
                     .execute(&mut *tx)
@@ -504,6 +445,14 @@ macro_rules! impl_store {
                     .await?;
                 for (session,) in sessions {
                     revoke_session_in!(tx, &session, now);
+                }
+                sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE member_id = $1 AND revoked_at IS NULL")
+                    .bind(id.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if was_admin && $crate::store::members::active_admins!(tx, now) == 0 {
+                    return Err(StoreError::LastAdmin);
                 }
                 insert_audit!(tx, audit, now);
                 tx.commit().await?;

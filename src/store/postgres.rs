@@ -10,9 +10,18 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::api_keys::impl_api_key_store;
+use super::audit::impl_audit_store;
+use super::members_sql::impl_member_store;
 use super::portable::{impl_store, insert_audit, load_member, revoke_session_in};
+use super::roster_sql::impl_roster_store;
 use super::*;
 use crate::domain::{MemberStatus, Role};
+
+impl_member_store!(PostgresStore);
+impl_roster_store!(PostgresStore);
+impl_api_key_store!(PostgresStore);
+impl_audit_store!(PostgresStore);
 
 /// How long a request waits for a connection before it gets a 503. Short, so that
 /// a database outage answers quickly instead of piling up hanging requests;

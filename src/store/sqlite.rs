@@ -11,9 +11,18 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::api_keys::impl_api_key_store;
+use super::audit::impl_audit_store;
+use super::members_sql::impl_member_store;
 use super::portable::{impl_store, insert_audit, load_member, revoke_session_in};
+use super::roster_sql::impl_roster_store;
 use super::*;
 use crate::domain::{MemberStatus, Role};
+
+impl_member_store!(SqliteStore);
+impl_roster_store!(SqliteStore);
+impl_api_key_store!(SqliteStore);
+impl_audit_store!(SqliteStore);
 
 pub struct SqliteStore {
     writer: SqlitePool,

@@ -59,17 +59,6 @@ pub struct EligibleEntry {
     pub roles: Vec<Role>,
 }
 
-/// A set of allowlist entries written together, as one batch.
-#[derive(Debug)]
-pub struct EligibleUpload<'a> {
-    pub entries: &'a [EligibleEntry],
-    pub batch_id: &'a str,
-    pub source: &'a str,
-    pub added_by: Option<&'a str>,
-    pub audit: AuditEntry,
-    pub now: i64,
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpsertCounts {
     pub added: u64,

@@ -339,3 +339,72 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
     assert!(body["type"].is_string());
     body
 }
+
+impl TestApp {
+    /// Sends `method path` with a bearer token and an optional JSON body.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// The JSON of a successful response, asserting its status.
+    pub async fn json_ok(response: reqwest::Response, status: u16) -> Value {
+        let code = response.status();
+        let text = response.text().await.expect("body");
+        assert_eq!(code, status, "unexpected status; body: {text}");
+        serde_json::from_str(&text).expect("json body")
+    }
+
+    /// The bootstrap admin's member id and access token.
+    pub async fn admin(&self) -> (String, String) {
+        let grant = self.sign_in(ADMIN).await;
+        (
+            grant["member"]["id"].as_str().expect("id").to_owned(),
+            grant["access_token"].as_str().expect("token").to_owned(),
+        )
+    }
+
+    /// Allowlists and signs in `email`; returns its member id and access token.
+    pub async fn member(&self, admin: &str, email: &str, roles: &[&str]) -> (String, String) {
+        self.allowlist(admin, email, roles).await;
+        let grant = self.sign_in(email).await;
+        (
+            grant["member"]["id"].as_str().expect("id").to_owned(),
+            grant["access_token"].as_str().expect("token").to_owned(),
+        )
+    }
+
+    /// Posts a roster CSV file body to the import endpoint.
+    pub async fn import_csv(&self, token: &str, body: Vec<u8>, query: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/admin/eligible-emails/import{query}")))
+            .bearer_auth(token)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+/// A roster file from `fixtures/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+    .expect("fixture")
+}

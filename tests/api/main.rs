@@ -4,7 +4,12 @@ mod helpers;
 mod pg;
 mod pg_outage;
 
+mod admin_audit;
+mod admin_import;
+mod admin_keys;
+mod admin_members;
 mod browser;
+
 mod errors;
 mod mail;
 mod mail_http;

@@ -1,0 +1,359 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::api_keys::{IssuedKeyView, KeyRequestBody};
+use super::paging::{self, CsvResponse};
+use super::views::MemberView;
+use super::{AdminAuth, ApiTags, client_ip};
+use crate::admin::{Actor, Onboarding};
+use crate::app::AppState;
+use crate::domain::{Email, MemberId, MemberStatus, Role};
+use crate::error::ApiError;
+use crate::store::{MemberFilter, RoleGrant};
+
+pub struct MembersApi;
+
+#[derive(Debug, Object)]
+pub struct MemberPage {
+    pub items: Vec<MemberView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct StatusChange {
+    /// `active` or `suspended`. Suspending ends every session and stops the member's API keys at once.
+    pub status: String,
+}
+
+#[derive(Debug, Object)]
+pub struct RoleSet {
+    /// The member's roles from now on; grants that stay keep their expiry.
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct RoleGrantBody {
+    pub role: String,
+    /// When the grant ends (e.g. a yearly sustainer); absent means never.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Object)]
+pub struct OnboardRequest {
+    pub email: String,
+    /// Roles besides `member`, which every member has.
+    #[oai(default)]
+    pub roles: Vec<String>,
+    /// Also issue an API key for the new member, returned once.
+    pub api_key: Option<KeyRequestBody>,
+}
+
+#[derive(Debug, Object)]
+pub struct Onboarded {
+    pub member: MemberView,
+    /// The key, shown this once.
+    pub api_key: Option<IssuedKeyView>,
+}
+
+#[derive(Debug, Object)]
+pub struct SessionsRevoked {
+    pub revoked: u64,
+}
+
+#[derive(ApiResponse)]
+enum Created {
+    #[oai(status = 201)]
+    Created(Json<Onboarded>),
+}
+
+#[derive(ApiResponse)]
+enum Deleted {
+    /// Deleted (soft): sessions and API keys are revoked.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+pub(crate) fn member_id(raw: &str) -> Result<MemberId, ApiError> {
+    MemberId::parse(raw).ok_or_else(|| ApiError::NotFound("no such member".into()))
+}
+
+pub(crate) fn actor(auth: &AdminAuth, state: &AppState, req: &Request) -> Actor {
+    Actor::new(&auth.0, client_ip(req, &state.settings.trusted_proxies))
+}
+
+fn roles(raw: &[String]) -> Result<Vec<Role>, ApiError> {
+    let mut roles = raw
+        .iter()
+        .map(|r| Role::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+fn status(raw: &str) -> Result<MemberStatus, ApiError> {
+    match MemberStatus::parse(raw.trim()) {
+        Some(status @ (MemberStatus::Active | MemberStatus::Suspended)) => Ok(status),
+        _ => Err(ApiError::unprocessable(
+            "invalid_status",
+            "status is `active` or `suspended` (DELETE the member to delete them)",
+        )),
+    }
+}
+
+fn filter(
+    role: Option<&str>,
+    status: Option<&str>,
+    q: Option<&str>,
+) -> Result<MemberFilter, ApiError> {
+    Ok(MemberFilter {
+        role: role.map(Role::parse).transpose()?,
+        status: status
+            .map(|s| {
+                MemberStatus::parse(s).ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_status",
+                        "status is active, suspended or deleted",
+                    )
+                })
+            })
+            .transpose()?,
+        q: q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty()),
+        after: None,
+        limit: 0,
+    })
+}
+
+#[OpenApi(tag = "ApiTags::Members")]
+impl MembersApi {
+    /// Lists members by creation, with filters; keyset pagination.
+    #[oai(path = "/v1/admin/members", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&Arc<AppState>>,
+        role: Query<Option<String>>,
+        status: Query<Option<String>>,
+        q: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<MemberPage>, ApiError> {
+        let mut filter = filter(role.as_deref(), status.as_deref(), q.as_deref())?;
+        filter.limit = paging::limit(limit.0)?;
+        filter.after = paging::decode_cursor(cursor.as_deref())?;
+        let members = state
+            .store
+            .list_members(&filter, crate::clock::now())
+            .await?;
+        Ok(Json(MemberPage {
+            next_cursor: paging::next_cursor(&members, filter.limit, |m| m.id.as_str()),
+            items: members.iter().map(MemberView::from).collect(),
+        }))
+    }
+
+    /// All members as CSV (same filters as the list).
+    #[oai(path = "/v1/admin/members/export", method = "get")]
+    async fn export(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&Arc<AppState>>,
+        role: Query<Option<String>>,
+        status: Query<Option<String>>,
+        q: Query<Option<String>>,
+    ) -> Result<CsvResponse, ApiError> {
+        let base = filter(role.as_deref(), status.as_deref(), q.as_deref())?;
+        let store = state.store.clone();
+        let header = [
+            "id",
+            "email",
+            "status",
+            "roles",
+            "created_at",
+            "last_login_at",
+        ];
+        Ok(paging::csv_export("members.csv", &header, move |after| {
+            let (store, mut filter) = (store.clone(), base.clone());
+            async move {
+                filter.after = after;
+                filter.limit = paging::EXPORT_PAGE;
+                let members = store.list_members(&filter, crate::clock::now()).await?;
+                let next = (members.len() as i64 == filter.limit)
+                    .then(|| members.last().map(|m| m.id.to_string()))
+                    .flatten();
+                let rows = members
+                    .iter()
+                    .map(|m| {
+                        let view = MemberView::from(m);
+                        vec![
+                            view.id,
+                            view.email,
+                            view.status,
+                            view.roles.join(";"),
+                            view.created_at.to_rfc3339(),
+                            view.last_login_at
+                                .map(|t| t.to_rfc3339())
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                Ok((rows, next))
+            }
+        }))
+    }
+
+    /// Onboards a member directly: allowlists the address, creates the member
+    /// with the roles and, if asked, an API key (returned once), in one step.
+    #[oai(path = "/v1/admin/members", method = "post")]
+    async fn onboard(
+        &self,
+        auth: AdminAuth,
+        body: Json<OnboardRequest>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Created, ApiError> {
+        let onboarding = Onboarding {
+            email: Email::parse(&body.email)?,
+            roles: roles(&body.roles)?,
+            api_key: body.0.api_key.map(|k| k.parse()).transpose()?,
+        };
+        let actor = actor(&auth, &state, req);
+        let (member, key) = state.admin.onboard(&actor, onboarding).await?;
+        Ok(Created::Created(Json(Onboarded {
+            member: MemberView::from(&member),
+            api_key: key.map(IssuedKeyView::from),
+        })))
+    }
+
+    #[oai(path = "/v1/admin/members/:id", method = "get")]
+    async fn get(
+        &self,
+        _auth: AdminAuth,
+        id: Path<String>,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<Json<MemberView>, ApiError> {
+        let member = state
+            .store
+            .member_by_id(&member_id(&id)?, crate::clock::now())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such member".into()))?;
+        Ok(Json(MemberView::from(&member)))
+    }
+
+    /// Suspends or reactivates a member. An admin cannot suspend themself, nor the last active admin.
+    #[oai(path = "/v1/admin/members/:id", method = "patch")]
+    async fn patch(
+        &self,
+        auth: AdminAuth,
+        id: Path<String>,
+        body: Json<StatusChange>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Json<MemberView>, ApiError> {
+        let (id, status) = (member_id(&id)?, status(&body.status)?);
+        let member = state
+            .admin
+            .set_status(&actor(&auth, &state, req), &id, status)
+            .await?;
+        Ok(Json(MemberView::from(&member)))
+    }
+
+    /// Soft-deletes a member, revoking their sessions and API keys.
+    #[oai(path = "/v1/admin/members/:id", method = "delete")]
+    async fn delete(
+        &self,
+        auth: AdminAuth,
+        id: Path<String>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Deleted, ApiError> {
+        let id = member_id(&id)?;
+        state
+            .admin
+            .delete_member(&actor(&auth, &state, req), &id)
+            .await?;
+        Ok(Deleted::NoContent)
+    }
+
+    /// Sets the member's roles. New roles show in the next access token.
+    #[oai(path = "/v1/admin/members/:id/roles", method = "put")]
+    async fn set_roles(
+        &self,
+        auth: AdminAuth,
+        id: Path<String>,
+        body: Json<RoleSet>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Json<MemberView>, ApiError> {
+        let (id, roles) = (member_id(&id)?, roles(&body.roles)?);
+        let member = state
+            .admin
+            .set_roles(&actor(&auth, &state, req), &id, &roles)
+            .await?;
+        Ok(Json(MemberView::from(&member)))
+    }
+
+    /// Grants one role, optionally until `expires_at`. Idempotent; granting again sets the expiry.
+    #[oai(path = "/v1/admin/members/:id/roles", method = "post")]
+    async fn grant_role(
+        &self,
+        auth: AdminAuth,
+        id: Path<String>,
+        body: Json<RoleGrantBody>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Json<MemberView>, ApiError> {
+        let id = member_id(&id)?;
+        let grant = RoleGrant {
+            role: Role::parse(&body.role)?,
+            expires_at: body.expires_at.map(|t| t.timestamp()),
+        };
+        let member = state
+            .admin
+            .grant_role(&actor(&auth, &state, req), &id, grant)
+            .await?;
+        Ok(Json(MemberView::from(&member)))
+    }
+
+    /// Revokes one role. Idempotent.
+    #[oai(path = "/v1/admin/members/:id/roles/:role", method = "delete")]
+    async fn revoke_role(
+        &self,
+        auth: AdminAuth,
+        id: Path<String>,
+        role: Path<String>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Json<MemberView>, ApiError> {
+        let (id, role) = (member_id(&id)?, Role::parse(&role)?);
+        let member = state
+            .admin
+            .revoke_role(&actor(&auth, &state, req), &id, &role)
+            .await?;
+        Ok(Json(MemberView::from(&member)))
+    }
+
+    /// Ends every session of the member (their refresh and access tokens stop working).
+    #[oai(path = "/v1/admin/members/:id/sessions/revoke", method = "post")]
+    async fn revoke_sessions(
+        &self,
+        auth: AdminAuth,
+        id: Path<String>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Json<SessionsRevoked>, ApiError> {
+        let id = member_id(&id)?;
+        let revoked = state
+            .admin
+            .revoke_sessions(&actor(&auth, &state, req), &id)
+            .await?;
+        Ok(Json(SessionsRevoked { revoked }))
+    }
+}

@@ -1,0 +1,111 @@
+use std::sync::Arc;
+
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::members::actor;
+use super::{AdminAuth, ApiTags};
+use crate::app::AppState;
+use crate::domain::Role;
+use crate::error::ApiError;
+
+pub struct RolesApi;
+
+#[derive(Debug, Object)]
+pub struct RoleView {
+    pub name: String,
+    pub description: String,
+    /// Built-in roles (admin, member, active, sustainer) cannot be deleted.
+    pub builtin: bool,
+    /// Members holding it now.
+    pub members: i64,
+}
+
+#[derive(Debug, Object)]
+pub struct NewRole {
+    /// 1 to 64 of a-z, 0-9, `-`, `_`.
+    pub name: String,
+    #[oai(default)]
+    pub description: String,
+}
+
+#[derive(ApiResponse)]
+enum RoleCreated {
+    #[oai(status = 201)]
+    Created(Json<RoleView>),
+}
+
+#[derive(ApiResponse)]
+enum RoleDeleted {
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[OpenApi(tag = "ApiTags::Roles")]
+impl RolesApi {
+    /// Every role, built-in and custom, with how many members hold it.
+    #[oai(path = "/v1/admin/roles", method = "get")]
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<Json<Vec<RoleView>>, ApiError> {
+        let roles = state.store.list_roles(crate::clock::now()).await?;
+        Ok(Json(
+            roles
+                .into_iter()
+                .map(|r| RoleView {
+                    name: r.name,
+                    description: r.description,
+                    builtin: r.builtin,
+                    members: r.members,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Creates a custom role (409 if it exists).
+    #[oai(path = "/v1/admin/roles", method = "post")]
+    async fn create(
+        &self,
+        auth: AdminAuth,
+        body: Json<NewRole>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<RoleCreated, ApiError> {
+        let role = Role::parse(&body.name)?;
+        let description = body.description.trim();
+        state
+            .admin
+            .create_role(&actor(&auth, &state, req), &role, description)
+            .await?;
+        Ok(RoleCreated::Created(Json(RoleView {
+            name: role.to_string(),
+            description: description.to_owned(),
+            builtin: false,
+            members: 0,
+        })))
+    }
+
+    /// Deletes a custom role. One still granted is refused (409) unless
+    /// `force=true`, which revokes those grants too.
+    #[oai(path = "/v1/admin/roles/:name", method = "delete")]
+    async fn delete(
+        &self,
+        auth: AdminAuth,
+        name: Path<String>,
+        force: Query<Option<bool>>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<RoleDeleted, ApiError> {
+        let role = Role::parse(&name).map_err(|_| ApiError::NotFound("no such role".into()))?;
+        state
+            .admin
+            .delete_role(&actor(&auth, &state, req), &role, force.unwrap_or(false))
+            .await?;
+        Ok(RoleDeleted::NoContent)
+    }
+}

@@ -1,0 +1,346 @@
+//! The allowlist as a roster: CSV imports, listing, removing, batches, export.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem::{Body, Request, RequestBody};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Json, ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::multipart::Upload;
+use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi};
+use tokio_util::io::SyncIoBridge;
+
+use super::eligible::{ImportReportView, batch_id};
+use super::members::actor;
+use super::paging::{self, CsvResponse};
+use super::views::timestamp;
+use super::{AdminAuth, ApiTags};
+use crate::app::AppState;
+use crate::domain::Email;
+use crate::error::ApiError;
+use crate::import::{ImportContext, import_csv};
+use crate::store::{EligibleFilter, EligibleRow};
+
+pub struct RosterApi;
+
+/// A CSV document as the request body (`text/csv`, also `application/csv` or `text/plain`).
+pub struct CsvBody(Body);
+
+impl Payload for CsvBody {
+    const CONTENT_TYPE: &'static str = "text/csv";
+
+    fn check_content_type(content_type: &str) -> bool {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        ["text/csv", "application/csv", "text/plain"]
+            .iter()
+            .any(|t| essence.eq_ignore_ascii_case(t))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            format: Some("binary"),
+            ..MetaSchema::new("string")
+        }))
+    }
+}
+
+impl ParsePayload for CsvBody {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(Self(
+            <Body as poem::FromRequest>::from_request(request, body).await?,
+        ))
+    }
+}
+
+#[derive(Debug, Multipart)]
+pub struct RosterUpload {
+    /// The CSV file.
+    pub file: Upload,
+}
+
+#[derive(ApiRequest)]
+pub enum RosterBody {
+    /// The CSV file as the body.
+    Csv(CsvBody),
+    /// A form upload with the CSV in the field `file`.
+    Multipart(RosterUpload),
+}
+
+#[derive(Debug, Object)]
+pub struct EligibleView {
+    pub email: String,
+    pub batch_id: Option<String>,
+    /// Roles the member gets on first sign-in, besides `member`.
+    pub roles: Vec<String>,
+    pub added_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// The member id, once the address has signed in.
+    pub claimed_by: Option<String>,
+}
+
+impl From<EligibleRow> for EligibleView {
+    fn from(row: EligibleRow) -> Self {
+        Self {
+            roles: row
+                .roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            email: row.email,
+            batch_id: row.batch_id,
+            added_by: row.added_by,
+            created_at: timestamp(row.created_at),
+            claimed_by: row.claimed_by,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct EligiblePage {
+    pub items: Vec<EligibleView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct BatchView {
+    pub id: String,
+    /// `csv`, `json`, `api`, `cli` or `bootstrap`.
+    pub source: String,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub rows: i64,
+    pub added: i64,
+    pub updated: i64,
+    pub duplicates: i64,
+    pub invalid: i64,
+    /// Entries removed by withdrawing the batch.
+    pub withdrawn: i64,
+    pub withdrawn_at: Option<DateTime<Utc>>,
+    /// Entries of the batch on the allowlist now.
+    pub remaining: i64,
+}
+
+#[derive(Debug, Object)]
+pub struct BatchPage {
+    pub items: Vec<BatchView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct Withdrawn {
+    /// Unclaimed entries removed; claimed ones (members already) stay.
+    pub removed: u64,
+}
+
+#[derive(ApiResponse)]
+enum Removed {
+    #[oai(status = 204)]
+    NoContent,
+}
+
+fn eligible_filter(
+    batch_id: Option<String>,
+    q: Option<String>,
+    claimed: Option<bool>,
+) -> EligibleFilter {
+    EligibleFilter {
+        batch_id,
+        q: q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty()),
+        claimed,
+        after: None,
+        limit: 0,
+    }
+}
+
+#[OpenApi(tag = "ApiTags::EligibleEmails")]
+impl RosterApi {
+    /// Imports a roster CSV in one transaction and reports on every row.
+    ///
+    /// Accepts a UTF-8 BOM, CRLF or LF, quotes, blank lines and `,` or `;`
+    /// delimiters. A header with an `email` column picks it (else the first
+    /// column is the address); a `roles` column pre-assigns roles separated by
+    /// `;` or `|`. `dry_run=true` reports without writing anything.
+    #[oai(path = "/v1/admin/eligible-emails/import", method = "post")]
+    async fn import(
+        &self,
+        auth: AdminAuth,
+        body: RosterBody,
+        batch_id: Query<Option<String>>,
+        dry_run: Query<Option<bool>>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Json<ImportReportView>, ApiError> {
+        let actor = actor(&auth, &state, req);
+        let context = ImportContext {
+            batch_id: self::batch_id(batch_id.as_deref())?,
+            source: "csv",
+            actor: Some(actor.id),
+            ip: actor.ip,
+            dry_run: dry_run.unwrap_or(false),
+        };
+        let report = match body {
+            RosterBody::Csv(CsvBody(body)) => {
+                let reader = SyncIoBridge::new(body.into_async_read());
+                import_csv(&state.store, reader, context).await?
+            }
+            RosterBody::Multipart(upload) => {
+                let file = upload.file.into_file().into_std().await;
+                import_csv(&state.store, file, context).await?
+            }
+        };
+        Ok(Json(report.into()))
+    }
+
+    /// Lists the allowlist by address; filters `batch_id`, `q` (substring), `claimed`.
+    #[oai(path = "/v1/admin/eligible-emails", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        batch_id: Query<Option<String>>,
+        q: Query<Option<String>>,
+        claimed: Query<Option<bool>>,
+        limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<Json<EligiblePage>, ApiError> {
+        let mut filter = eligible_filter(batch_id.0, q.0, claimed.0);
+        filter.limit = paging::limit(limit.0)?;
+        filter.after = paging::decode_cursor(cursor.as_deref())?;
+        let rows = state.store.list_eligible(&filter).await?;
+        Ok(Json(EligiblePage {
+            next_cursor: paging::next_cursor(&rows, filter.limit, |r| r.email.as_str()),
+            items: rows.into_iter().map(EligibleView::from).collect(),
+        }))
+    }
+
+    /// The allowlist as CSV (same filters).
+    #[oai(path = "/v1/admin/eligible-emails/export", method = "get")]
+    async fn export(
+        &self,
+        _auth: AdminAuth,
+        batch_id: Query<Option<String>>,
+        q: Query<Option<String>>,
+        claimed: Query<Option<bool>>,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<CsvResponse, ApiError> {
+        let base = eligible_filter(batch_id.0, q.0, claimed.0);
+        let store = state.store.clone();
+        let header = [
+            "email",
+            "roles",
+            "batch_id",
+            "added_by",
+            "created_at",
+            "claimed_by",
+        ];
+        Ok(paging::csv_export("allowlist.csv", &header, move |after| {
+            let (store, mut filter) = (store.clone(), base.clone());
+            async move {
+                filter.after = after;
+                filter.limit = paging::EXPORT_PAGE;
+                let rows = store.list_eligible(&filter).await?;
+                let next = (rows.len() as i64 == filter.limit)
+                    .then(|| rows.last().map(|r| r.email.clone()))
+                    .flatten();
+                let rows = rows
+                    .into_iter()
+                    .map(|r| {
+                        vec![
+                            r.email,
+                            r.roles.replace(',', ";"),
+                            r.batch_id.unwrap_or_default(),
+                            r.added_by.unwrap_or_default(),
+                            timestamp(r.created_at).to_rfc3339(),
+                            r.claimed_by.unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                Ok((rows, next))
+            }
+        }))
+    }
+
+    /// Removes one address from the allowlist (a member it became stays a member).
+    #[oai(path = "/v1/admin/eligible-emails/:email", method = "delete")]
+    async fn remove(
+        &self,
+        auth: AdminAuth,
+        email: Path<String>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Removed, ApiError> {
+        let email = Email::parse(&email)?;
+        let actor = actor(&auth, &state, req);
+        let audit = actor.audit("allowlist.removed").target(email.as_str());
+        if state
+            .store
+            .remove_eligible(&email, audit, crate::clock::now())
+            .await?
+        {
+            Ok(Removed::NoContent)
+        } else {
+            Err(ApiError::NotFound(
+                "the address is not on the allowlist".into(),
+            ))
+        }
+    }
+
+    /// Import batches, newest first, with who, when, source and counts.
+    #[oai(path = "/v1/admin/batches", method = "get")]
+    async fn batches(
+        &self,
+        _auth: AdminAuth,
+        limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<Json<BatchPage>, ApiError> {
+        let limit = paging::limit(limit.0)?;
+        let before = paging::decode_cursor(cursor.as_deref())?;
+        let rows = state.store.list_batches(before.as_deref(), limit).await?;
+        Ok(Json(BatchPage {
+            next_cursor: paging::next_cursor(&rows, limit, |b| b.id.as_str()),
+            items: rows
+                .into_iter()
+                .map(|b| BatchView {
+                    id: b.id,
+                    source: b.source,
+                    created_by: b.created_by,
+                    created_at: timestamp(b.created_at),
+                    rows: b.rows,
+                    added: b.added,
+                    updated: b.updated,
+                    duplicates: b.duplicates,
+                    invalid: b.invalid,
+                    withdrawn: b.withdrawn,
+                    withdrawn_at: b.withdrawn_at.map(timestamp),
+                    remaining: b.remaining,
+                })
+                .collect(),
+        }))
+    }
+
+    /// Withdraws a whole upload: removes its entries that no one has claimed yet.
+    #[oai(path = "/v1/admin/batches/:id", method = "delete")]
+    async fn withdraw(
+        &self,
+        auth: AdminAuth,
+        id: Path<String>,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+    ) -> Result<Json<Withdrawn>, ApiError> {
+        let actor = actor(&auth, &state, req);
+        let audit = actor.audit("batch.withdrawn").target(id.as_str());
+        let removed = state
+            .store
+            .withdraw_batch(&id, audit, crate::clock::now())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such batch".into()))?;
+        Ok(Json(Withdrawn { removed }))
+    }
+}

@@ -1,0 +1,222 @@
+//! API keys: issuing (Argon2id hash of the secret) and authenticating.
+//!
+//! Argon2 is deliberately slow, so a key is verified once and then remembered
+//! in memory by the SHA-256 of the presented key. The cache only remembers that
+//! the secret matched: every request still reads the key and its member from the
+//! store, so a revocation, an expiry or a suspension written by any instance
+//! takes effect on the next request. Verifications run on the blocking pool,
+//! at most [`MAX_CONCURRENT_VERIFICATIONS`] at once, and failed attempts count
+//! against the client IP in the shared rate limiter, so random keys cannot
+//! exhaust the CPU.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use tokio::sync::Semaphore;
+
+use super::{AuthError, AuthService, Principal, now};
+use crate::domain::{ApiKey, Role, api_key_prefix};
+use crate::store::ApiKeyRecord;
+
+pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
+/// Verified keys remembered; the cache is emptied when full (cheap, and rare).
+const CACHE_CAPACITY: usize = 10_000;
+/// `last_used_at` is written at most this often per key, to spare the writer.
+const TOUCH_EVERY_SECS: i64 = 60;
+/// Access tokens from a key carry this session id prefix, so that verifying
+/// them checks the key (not a sign-in session) on every request.
+pub(crate) const KEY_SESSION_PREFIX: &str = "key:";
+
+/// Verified keys and the bound on concurrent Argon2 work.
+pub struct ApiKeyVerifier {
+    verified: Mutex<HashMap<[u8; 32], i64>>,
+    permits: Semaphore,
+}
+
+impl Default for ApiKeyVerifier {
+    fn default() -> Self {
+        Self {
+            verified: Mutex::new(HashMap::new()),
+            permits: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
+        }
+    }
+}
+
+/// Hashes a key's secret as an Argon2id PHC string, on the blocking pool.
+pub async fn hash_api_key(key: &ApiKey) -> Result<String, AuthError> {
+    let secret = key.secret().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(secret.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| AuthError::Signing(format!("argon2: {e}")))
+    })
+    .await
+    .map_err(|e| AuthError::Signing(format!("argon2 task: {e}")))?
+}
+
+impl AuthService {
+    /// Authenticates `raw` (the whole `gh_…` key) for a request from `ip`.
+    pub async fn authenticate_api_key(
+        &self,
+        raw: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let now = now();
+        let Some(key) = ApiKey::parse(raw) else {
+            return self.fail_api_key(ip, now).await;
+        };
+        let fingerprint = key.fingerprint();
+        let cached = self.lock_verified().get(&fingerprint).copied();
+        let Some(record) = self.store.api_key(key.id(), now).await? else {
+            return self.fail_api_key(ip, now).await;
+        };
+        let touched_at = match cached {
+            Some(touched_at) => touched_at,
+            None => {
+                self.refuse_blocked_ip(ip, now).await?;
+                if !self.verify_secret(&key, &record.secret_hash).await? {
+                    return self.fail_api_key(ip, now).await;
+                }
+                0
+            }
+        };
+        let Some(principal) = key_principal(record, now) else {
+            self.lock_verified().remove(&fingerprint);
+            return self.fail_api_key(ip, now).await;
+        };
+        if now - touched_at >= TOUCH_EVERY_SECS {
+            self.store.touch_api_key(key.id(), now).await?;
+        }
+        let mut verified = self.lock_verified();
+        if verified.len() >= CACHE_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(
+            fingerprint,
+            if now - touched_at >= TOUCH_EVERY_SECS {
+                now
+            } else {
+                touched_at
+            },
+        );
+        Ok(principal)
+    }
+
+    /// The principal behind an access token that was issued for the key `id`.
+    pub(crate) async fn key_session(&self, id: &str) -> Result<Principal, AuthError> {
+        let now = now();
+        self.store
+            .api_key(id, now)
+            .await?
+            .and_then(|record| key_principal(record, now))
+            .ok_or(AuthError::InvalidCredential)
+    }
+
+    /// A short-lived access token for a key's caller, limited to the key's roles.
+    pub fn exchange_api_key(&self, principal: &Principal) -> Result<String, AuthError> {
+        self.jwt
+            .issue(
+                &principal.member,
+                &principal.member.roles,
+                &principal.session_id,
+                now(),
+            )
+            .map_err(|e| AuthError::Signing(e.to_string()))
+    }
+
+    async fn verify_secret(&self, key: &ApiKey, stored: &str) -> Result<bool, AuthError> {
+        let _permit = self
+            .api_keys
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Signing(e.to_string()))?;
+        let secret = key.secret().to_owned();
+        let stored = stored.to_owned();
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&stored)
+                .map(|hash| {
+                    Argon2::default()
+                        .verify_password(secret.as_bytes(), &hash)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| AuthError::Signing(format!("argon2 task: {e}")))
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], i64>> {
+        self.api_keys
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuses before any Argon2 work when the IP has failed too often.
+    async fn refuse_blocked_ip(&self, ip: Option<IpAddr>, now: i64) -> Result<(), AuthError> {
+        let Some(ip) = ip else { return Ok(()) };
+        let limits = &self.settings.rate_limits;
+        let window = limits.window.as_secs() as i64;
+        let hits = self
+            .store
+            .rate_limit_hits(&failure_bucket(ip), window, now)
+            .await?;
+        if hits >= i64::from(limits.per_ip) {
+            return Err(AuthError::RateLimited {
+                retry_after_secs: window.max(1) as u64,
+            });
+        }
+        Ok(())
+    }
+
+    async fn fail_api_key<T>(&self, ip: Option<IpAddr>, now: i64) -> Result<T, AuthError> {
+        if let Some(ip) = ip {
+            let limits = &self.settings.rate_limits;
+            let window = limits.window.as_secs() as i64;
+            let state = self
+                .store
+                .hit_rate_limit(&failure_bucket(ip), window, now)
+                .await?;
+            if state.count > i64::from(limits.per_ip) {
+                return Err(AuthError::RateLimited {
+                    retry_after_secs: (state.resets_at - now).max(1) as u64,
+                });
+            }
+        }
+        Err(AuthError::InvalidCredential)
+    }
+}
+
+fn failure_bucket(ip: IpAddr) -> String {
+    format!("apikey-fail:{ip}")
+}
+
+/// The caller a live key stands for: its member, limited to the key's roles.
+/// `None` when the key is revoked or expired, or its member is not active.
+fn key_principal(record: ApiKeyRecord, now: i64) -> Option<Principal> {
+    let live = record.revoked_at.is_none()
+        && record.expires_at.is_none_or(|at| at > now)
+        && record.member.status == crate::domain::MemberStatus::Active;
+    if !live {
+        return None;
+    }
+    let mut member = record.member;
+    let allowed: Vec<Role> = member
+        .roles
+        .iter()
+        .filter(|role| record.roles.contains(role))
+        .cloned()
+        .collect();
+    member.roles = allowed;
+    Some(Principal {
+        member,
+        session_id: format!("{KEY_SESSION_PREFIX}{}", record.id),
+        api_key: Some(api_key_prefix(&record.id)),
+    })
+}

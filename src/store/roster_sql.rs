@@ -1,0 +1,190 @@
+//! The portable SQL of [`super::RosterStore`], instantiated per backend.
+
+/// Writes one chunk of entries (deduplicated by the caller) inside an open
+/// transaction and adds to `$counts`: one SELECT of the existing entries, one
+/// multi-row INSERT of the new ones, one UPDATE per entry whose roles change.
+macro_rules! write_import_chunk {
+    ($tx:expr, $entries:expr, $import:expr, $counts:expr) => {{
+        let entries: &[EligibleEntry] = $entries;
+        let sql = format!(
+            "SELECT email, roles FROM eligible_emails WHERE email IN ({})",
+            $crate::store::roster::placeholders(1, entries.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+        for entry in entries {
+            query = query.bind(entry.email.as_str());
+        }
+        let existing: std::collections::HashMap<String, String> =
+            query.fetch_all(&mut *$tx).await?.into_iter().collect();
+        let mut fresh = Vec::new();
+        for entry in entries {
+            let roles = Role::join(&entry.roles);
+            match existing.get(entry.email.as_str()) {
+                None => fresh.push((entry.email.as_str(), roles)),
+                Some(old) if !entry.roles.is_empty() && *old != roles => {
+                    sqlx::query("UPDATE eligible_emails SET roles = $2 WHERE email = $1")
+                        .bind(entry.email.as_str())
+                        .bind(&roles)
+                        .execute(&mut *$tx)
+                        .await?;
+                    $counts.updated += 1;
+                }
+                Some(_) => $counts.unchanged += 1,
+            }
+        }
+        if !fresh.is_empty() {
+            let values = (0..fresh.len())
+                .map(|i| format!("(${}, $1, ${}, $2, $3)", 4 + 2 * i, 5 + 2 * i))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO eligible_emails (email, batch_id, roles, added_by, created_at) VALUES {values} \
+                 ON CONFLICT (email) DO NOTHING"
+            );
+            let mut insert = sqlx::query(&sql)
+                .bind(&$import.batch_id)
+                .bind($import.added_by.as_deref())
+                .bind($import.now);
+            for (email, roles) in &fresh {
+                insert = insert.bind(*email).bind(roles);
+            }
+            $counts.added += insert.execute(&mut *$tx).await?.rows_affected();
+        }
+    }};
+}
+pub(crate) use write_import_chunk;
+
+/// Implements [`crate::store::RosterStore`] for `$store`.
+macro_rules! impl_roster_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::RosterStore for $store {
+            async fn import_roster(
+                &self,
+                import: RosterImport,
+                mut chunks: tokio::sync::mpsc::Receiver<ImportChunk>,
+            ) -> StoreResult<Option<UpsertCounts>> {
+                let mut tx = self.writer.begin().await?;
+                let mut counts = UpsertCounts::default();
+                let totals = loop {
+                    match chunks.recv().await {
+                        Some(ImportChunk::Rows(entries)) if entries.is_empty() => {}
+                        Some(ImportChunk::Rows(entries)) => {
+                            for chunk in entries.chunks($crate::store::roster::IMPORT_CHUNK) {
+                                $crate::store::roster_sql::write_import_chunk!(tx, chunk, import, counts);
+                            }
+                        }
+                        Some(ImportChunk::Finish(totals)) => break totals,
+                        // The importer gave up: dropping `tx` rolls everything back.
+                        None => return Ok(None),
+                    }
+                };
+                sqlx::query(
+                    "INSERT INTO import_batches (id, source, created_by, created_at, rows, added, updated, duplicates, invalid) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET \
+                       rows = import_batches.rows + excluded.rows, added = import_batches.added + excluded.added, \
+                       updated = import_batches.updated + excluded.updated, \
+                       duplicates = import_batches.duplicates + excluded.duplicates, \
+                       invalid = import_batches.invalid + excluded.invalid",
+                )
+                .bind(&import.batch_id)
+                .bind(import.source)
+                .bind(import.added_by.as_deref())
+                .bind(import.now)
+                .bind(totals.rows as i64)
+                .bind(counts.added as i64)
+                .bind(counts.updated as i64)
+                .bind(totals.duplicates as i64)
+                .bind(totals.invalid as i64)
+                .execute(&mut *tx)
+                .await?;
+                let mut audit = totals.audit;
+                if let serde_json::Value::Object(details) = &mut audit.details {
+                    details.insert("added".into(), counts.added.into());
+                    details.insert("updated".into(), counts.updated.into());
+                    details.insert("unchanged".into(), counts.unchanged.into());
+                }
+                insert_audit!(tx, audit, import.now);
+                if import.dry_run {
+                    tx.rollback().await?;
+                } else {
+                    tx.commit().await?;
+                }
+                Ok(Some(counts))
+            }
+
+            async fn list_eligible(&self, filter: &EligibleFilter) -> StoreResult<Vec<EligibleRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT email, batch_id, roles, added_by, created_at, claimed_by FROM eligible_emails \
+                     WHERE ($1 IS NULL OR email > $1) AND ($2 IS NULL OR batch_id = $2) \
+                       AND ($3 IS NULL OR email LIKE $3 ESCAPE '\\') \
+                       AND ($4 IS NULL OR (claimed_by IS NOT NULL) = $4) \
+                     ORDER BY email LIMIT $5",
+                )
+                .bind(filter.after.as_deref())
+                .bind(filter.batch_id.as_deref())
+                .bind(filter.q.as_deref().map($crate::store::members::like_pattern))
+                .bind(filter.claimed)
+                .bind(filter.limit)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn remove_eligible(&self, email: &Email, audit: AuditEntry, now: i64) -> StoreResult<bool> {
+                let mut tx = self.writer.begin().await?;
+                let removed = sqlx::query("DELETE FROM eligible_emails WHERE email = $1")
+                    .bind(email.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if removed == 0 {
+                    return Ok(false);
+                }
+                insert_audit!(tx, audit, now);
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn list_batches(&self, before: Option<&str>, limit: i64) -> StoreResult<Vec<BatchRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT b.id, b.source, b.created_by, b.created_at, b.rows, b.added, b.updated, b.duplicates, \
+                       b.invalid, b.withdrawn, b.withdrawn_at, \
+                       (SELECT COUNT(*) FROM eligible_emails e WHERE e.batch_id = b.id) AS remaining \
+                     FROM import_batches b \
+                     WHERE ($1 IS NULL OR (b.created_at, b.id) < (SELECT c.created_at, c.id FROM import_batches c WHERE c.id = $1)) \
+                     ORDER BY b.created_at DESC, b.id DESC LIMIT $2",
+                )
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn withdraw_batch(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<Option<u64>> {
+                let mut tx = self.writer.begin().await?;
+                let known: Option<(String,)> = sqlx::query_as("SELECT id FROM import_batches WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if known.is_none() {
+                    return Ok(None);
+                }
+                let removed = sqlx::query("DELETE FROM eligible_emails WHERE batch_id = $1 AND claimed_by IS NULL")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("UPDATE import_batches SET withdrawn = withdrawn + $2, withdrawn_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(removed as i64)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_audit!(tx, audit.details(serde_json::json!({ "removed": removed })), now);
+                tx.commit().await?;
+                Ok(Some(removed))
+            }
+        }
+    };
+}
+pub(crate) use impl_roster_store;
