@@ -5,6 +5,7 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
+use super::security::MemberAuth;
 use super::views::MemberView;
 use super::{ApiTags, BearerAuth, client_ip};
 use crate::app::AppState;
@@ -21,9 +22,10 @@ enum Deleted {
 
 #[OpenApi(tag = "ApiTags::Me")]
 impl MeApi {
-    /// The signed-in member.
+    /// The caller: the signed-in member, or the member an API key belongs to (with
+    /// the roles that key is limited to).
     #[oai(path = "/v1/me", method = "get")]
-    async fn me(&self, auth: BearerAuth) -> Result<Json<MemberView>, ApiError> {
+    async fn me(&self, auth: MemberAuth) -> Result<Json<MemberView>, ApiError> {
         Ok(Json(MemberView::from(&auth.0.member)))
     }
 

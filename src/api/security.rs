@@ -113,6 +113,9 @@ pub struct AdminAuth(pub Principal);
 /// Any API key (not an access token).
 pub struct KeyAuth(pub Principal);
 
+/// Any signed-in member, by access token or API key.
+pub struct MemberAuth(pub Principal);
+
 macro_rules! combined_scheme {
     ($ty:ident, [$($scheme:ty),+], $allow_bearer:expr, $check:expr) => {
         impl<'a> ApiExtractor<'a> for $ty {
@@ -149,6 +152,12 @@ combined_scheme!(
     [BearerAuth, AuthorizationKeyAuth, HeaderKeyAuth],
     true,
     |principal| Ok(principal.require_role(crate::domain::Role::ADMIN)?)
+);
+combined_scheme!(
+    MemberAuth,
+    [BearerAuth, AuthorizationKeyAuth, HeaderKeyAuth],
+    true,
+    |_| Ok(())
 );
 combined_scheme!(
     KeyAuth,

@@ -43,6 +43,14 @@ async fn api_key_lifecycle_and_revocation_take_effect_at_once(backend: Backend) 
             200
         );
     }
+    // An integrator can ask whom its key acts for.
+    let whoami: Value = get_with_key(&app, "/v1/me", &key, true)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whoami["id"], json!(me));
+    assert_eq!(whoami["roles"], json!(["admin", "member"]));
     let listed = app
         .get_as("/v1/admin/api-keys", &admin)
         .await
@@ -81,6 +89,7 @@ async fn api_key_lifecycle_and_revocation_take_effect_at_once(backend: Backend) 
     )
     .await;
     assert_problem(app.get_as("/v1/admin/roles", &jwt).await, 401).await;
+    assert_problem(get_with_key(&app, "/v1/me", &key, false).await, 401).await;
     assert_problem(
         app.send_as(Method::DELETE, &revoke, &admin, None).await,
         404,
