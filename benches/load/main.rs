@@ -2,10 +2,16 @@
 //! generator and prints one table per backend. See BENCHMARKS.md.
 //!
 //! Knobs (environment): `GATEHOUSE_BENCH_SECS` (per scenario, default 5),
-//! `GATEHOUSE_BENCH_CONCURRENCY` (default 32), `GATEHOUSE_BENCH_POSTGRES_URL`
-//! (also run on that Postgres database, which must be empty).
+//! `GATEHOUSE_BENCH_CONCURRENCY` (default 32), `GATEHOUSE_BENCH_IMPORT_ROWS`
+//! (default 1,000,000), `GATEHOUSE_BENCH_POSTGRES_URL` (a superuser URL of a
+//! Postgres server to use; otherwise a throwaway cluster with Postgres' default
+//! durability is started from the system binaries, as the tests do;
+//! `GATEHOUSE_BENCH_BACKENDS=sqlite` skips Postgres).
 
 mod client;
+#[allow(dead_code)]
+#[path = "../../tests/api/pg.rs"]
+mod pg;
 mod server;
 
 use std::collections::VecDeque;
@@ -19,6 +25,7 @@ use server::{ADMIN, Server, bench_env};
 struct Settings {
     duration: Duration,
     concurrency: usize,
+    import_rows: usize,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -32,6 +39,7 @@ fn main() {
     let settings = Settings {
         duration: Duration::from_secs(env_or("GATEHOUSE_BENCH_SECS", 5)),
         concurrency: env_or("GATEHOUSE_BENCH_CONCURRENCY", 32),
+        import_rows: env_or("GATEHOUSE_BENCH_IMPORT_ROWS", 1_000_000),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -48,10 +56,43 @@ fn main() {
         settings.concurrency,
         settings.duration.as_secs()
     );
-    runtime.block_on(run_backend("sqlite", None, &settings));
-    if let Ok(url) = std::env::var("GATEHOUSE_BENCH_POSTGRES_URL") {
-        runtime.block_on(run_backend("postgres", Some(&url), &settings));
+    let backends =
+        std::env::var("GATEHOUSE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    if backends.contains("sqlite") {
+        runtime.block_on(run_backend("sqlite", None, None, &settings));
     }
+    if backends.contains("postgres") {
+        let cluster = std::env::var("GATEHOUSE_BENCH_POSTGRES_URL")
+            .is_err()
+            .then(pg::Cluster::start_durable);
+        let admin_url = std::env::var("GATEHOUSE_BENCH_POSTGRES_URL").unwrap_or_else(|_| {
+            cluster
+                .as_ref()
+                .map(|c| c.url("postgres"))
+                .unwrap_or_default()
+        });
+        runtime.block_on(async {
+            let load = create_database(&admin_url, "bench_load").await;
+            let import = create_database(&admin_url, "bench_import").await;
+            run_backend("postgres", Some(&load), Some(&import), &settings).await;
+        });
+    }
+}
+
+/// A new, empty database next to `admin_url`'s.
+async fn create_database(admin_url: &str, name: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("connect to Postgres");
+    let suffixed = format!("{name}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {suffixed}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let mut url = url::Url::parse(admin_url).expect("postgres URL");
+    url.set_path(&format!("/{suffixed}"));
+    url.into()
 }
 
 fn total_memory_mib() -> u64 {
@@ -74,7 +115,13 @@ struct Row {
     target: &'static str,
 }
 
-async fn run_backend(backend: &str, database_url: Option<&str>, settings: &Settings) {
+async fn run_backend(
+    backend: &str,
+    database_url: Option<&str>,
+    import_url: Option<&str>,
+    settings: &Settings,
+) {
+    let import = import_roster(import_url, settings.import_rows).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let env = bench_env(dir.path(), database_url);
     let server = Server::start(&env);
@@ -167,6 +214,16 @@ async fn run_backend(backend: &str, database_url: Option<&str>, settings: &Setti
         target: "≥ 2,000/s (SQLite)",
     });
 
+    let key = issue_api_key(&addr, &admin.access, &sessions[0].member_id).await;
+    let keyed = (0..settings.concurrency)
+        .map(|_| Fixed::get_with(&addr, "/v1/me", "x-api-key", key.clone()))
+        .collect();
+    rows.push(Row {
+        scenario: "GET /v1/me (API key, warm)",
+        outcome: client::run(&addr, keyed, settings.duration).await,
+        target: "≥ 0.45 × floor",
+    });
+
     let refreshers = sessions
         .iter()
         .map(|s| Refresh {
@@ -207,9 +264,89 @@ async fn run_backend(backend: &str, database_url: Option<&str>, settings: &Setti
         loaded_rss as f64 / 1e6
     );
     println!(
-        "| start on an existing database | ready after {} ms | | | | | ≤ 200 ms |\n",
+        "| start on an existing database | ready after {} ms | | | | | ≤ 200 ms |",
         ready_after.as_millis()
     );
+    println!(
+        "| roster import, {} rows of CSV over HTTP | {:.1} s ({:.0} rows/s), {} added | | | | | ≤ {} s |",
+        import.rows,
+        import.elapsed.as_secs_f64(),
+        import.rows as f64 / import.elapsed.as_secs_f64(),
+        import.added,
+        if database_url.is_some() { 8 } else { 10 }
+    );
+    println!(
+        "| peak RSS during the import | {:.1} MB | | | | | ≤ 150 MB |\n",
+        import.peak_rss as f64 / 1e6
+    );
+}
+
+struct ImportResult {
+    rows: usize,
+    added: u64,
+    elapsed: Duration,
+    peak_rss: u64,
+}
+
+/// Uploads a generated roster of `rows` addresses to a fresh server, as an admin
+/// would from a spreadsheet, and measures the server's peak memory.
+async fn import_roster(database_url: Option<&str>, rows: usize) -> ImportResult {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&bench_env(dir.path(), database_url));
+    let addr = server.addr.clone();
+    let admin = sign_in(&addr, ADMIN, &dir.path().join("mail")).await;
+    let mut csv = String::with_capacity(rows * 40);
+    csv.push_str("email,roles\r\n");
+    for i in 0..rows {
+        let roles = if i % 10 == 0 { "sustainer" } else { "" };
+        csv.push_str(&format!("Member.{i}@Import.Example.org,{roles}\r\n"));
+    }
+    let request = hyper::Request::post("/v1/admin/eligible-emails/import?batch_id=bench")
+        .header("host", &addr)
+        .header("content-type", "text/csv")
+        .header("authorization", format!("Bearer {}", admin.access))
+        .body(http_body_util::Full::new(bytes::Bytes::from(csv)))
+        .expect("request");
+    let mut conn = client::connect(&addr).await;
+    let started = Instant::now();
+    let answer = send(&mut conn, request).await.expect("import answer");
+    let elapsed = started.elapsed();
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&answer.body).expect("report");
+    let peak_rss = server::peak_rss_of(server.pid());
+    server.stop();
+    ImportResult {
+        rows,
+        added: report["added"].as_u64().unwrap_or(0),
+        elapsed,
+        peak_rss,
+    }
+}
+
+async fn issue_api_key(addr: &str, admin_token: &str, member_id: &str) -> String {
+    let mut conn = client::connect(addr).await;
+    let path = format!("/v1/admin/members/{member_id}/api-keys");
+    let authorization = format!("Bearer {admin_token}");
+    let request = post_json(
+        addr,
+        &path,
+        r#"{"name":"bench"}"#.into(),
+        &[("authorization", &authorization)],
+    );
+    let answer = send(&mut conn, request).await.expect("issue key");
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+    issued["key"].as_str().expect("key").to_owned()
 }
 
 fn repeat<S>(n: usize, make: impl Fn(usize) -> S) -> Vec<S> {
@@ -217,6 +354,7 @@ fn repeat<S>(n: usize, make: impl Fn(usize) -> S) -> Vec<S> {
 }
 
 struct Session {
+    member_id: String,
     access: String,
     refresh: String,
 }
@@ -240,6 +378,10 @@ async fn sign_in(addr: &str, email: &str, mail_dir: &Path) -> Session {
         .expect("verify");
     let tokens: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
     Session {
+        member_id: tokens["member"]["id"]
+            .as_str()
+            .expect("member id")
+            .to_owned(),
         access: tokens["access_token"].as_str().expect("access").to_owned(),
         refresh: tokens["refresh_token"]
             .as_str()
@@ -287,19 +429,28 @@ fn harvest_tokens(dir: &Path) -> VecDeque<(String, String)> {
     found
 }
 
-/// The same GET again and again.
+/// The same GET again and again, with an optional credential header.
 struct Fixed {
     addr: String,
     path: &'static str,
-    authorization: Option<String>,
+    credential: Option<(&'static str, String)>,
 }
 
 impl Fixed {
     fn get(addr: &str, path: &'static str, authorization: Option<String>) -> Self {
+        let credential = authorization.map(|a| ("authorization", a));
         Self {
             addr: addr.to_owned(),
             path,
-            authorization,
+            credential,
+        }
+    }
+
+    fn get_with(addr: &str, path: &'static str, header: &'static str, value: String) -> Self {
+        Self {
+            addr: addr.to_owned(),
+            path,
+            credential: Some((header, value)),
         }
     }
 }
@@ -307,9 +458,9 @@ impl Fixed {
 impl Step for Fixed {
     async fn step(&mut self, conn: &mut Conn) -> Option<bool> {
         let headers: Vec<(&str, &str)> = self
-            .authorization
+            .credential
             .iter()
-            .map(|a| ("authorization", a.as_str()))
+            .map(|(h, v)| (*h, v.as_str()))
             .collect();
         let answer = send(conn, get(&self.addr, self.path, &headers)).await;
         Some(answer.is_some_and(|a| a.status == 200))

@@ -75,6 +75,10 @@ impl Server {
         rss_of(self.child.id())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -84,17 +88,26 @@ impl Server {
 }
 
 pub fn rss_of(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:") * 1024
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
-        .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+/// Peak resident set size (VmHWM) of a process, in bytes.
+pub fn peak_rss_of(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:") * 1024
 }
 
 fn wait_ready(addr: &str, started: Instant) -> Duration {

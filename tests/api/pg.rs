@@ -61,11 +61,24 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Keep Postgres' durability settings (fsync, synchronous commit): for
+    /// benchmarks, whose figures must mean something in production.
+    durable: bool,
 }
 
 impl Cluster {
-    /// Initialises and starts a new cluster; panics with the server log if it cannot.
+    /// Initialises and starts a new cluster with durability off (test data is
+    /// disposable); panics with the server log if it cannot.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A cluster with Postgres' default durability, for measurements.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let bin = bin_dir();
         let as_postgres = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
         let base = std::env::temp_dir().join("gatehouse-test-pg");
@@ -84,6 +97,7 @@ impl Cluster {
             dir,
             port: free_port(),
             as_postgres,
+            durable,
         };
         run(cluster
             .command("initdb")
@@ -136,9 +150,13 @@ impl Cluster {
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
             .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off"])
-            .args(["-c", &format!("max_connections={MAX_CONNECTIONS}")])
+            .args(["-c", &format!("max_connections={MAX_CONNECTIONS}")]);
+        if !self.durable {
+            command
+                .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"]);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("server log"))
             .stderr(log);
