@@ -113,6 +113,8 @@ struct Row {
     scenario: &'static str,
     outcome: Outcome,
     target: &'static str,
+    /// The server's resident memory right after the scenario.
+    rss_after: u64,
 }
 
 async fn run_backend(
@@ -167,6 +169,7 @@ async fn run_backend(
         scenario: "GET /healthz (floor)",
         outcome: floor,
         target: "—",
+        rss_after: server.rss_bytes(),
     });
 
     let me = sessions
@@ -177,6 +180,7 @@ async fn run_backend(
         scenario: "GET /v1/me (JWT)",
         outcome: client::run(&addr, me, settings.duration).await,
         target: "≥ 0.5 × floor",
+        rss_after: server.rss_bytes(),
     });
 
     let sent_before = eml_count(&mail_dir);
@@ -197,6 +201,7 @@ async fn run_backend(
         } else {
             "≥ 3,000/s"
         },
+        rss_after: server.rss_bytes(),
     });
 
     // Every accepted request above mailed a link: their tokens feed the verify run.
@@ -212,6 +217,7 @@ async fn run_backend(
         scenario: "POST /v1/auth/verify",
         outcome: client::run(&addr, verifiers, settings.duration).await,
         target: "≥ 2,000/s (SQLite)",
+        rss_after: server.rss_bytes(),
     });
 
     let key = issue_api_key(&addr, &admin.access, &sessions[0].member_id).await;
@@ -222,6 +228,7 @@ async fn run_backend(
         scenario: "GET /v1/me (API key, warm)",
         outcome: client::run(&addr, keyed, settings.duration).await,
         target: "≥ 0.45 × floor",
+        rss_after: server.rss_bytes(),
     });
 
     let refreshers = sessions
@@ -235,6 +242,7 @@ async fn run_backend(
         scenario: "POST /v1/auth/refresh",
         outcome: client::run(&addr, refreshers, settings.duration).await,
         target: "≥ 3,000/s (SQLite)",
+        rss_after: server.rss_bytes(),
     });
 
     let loaded_rss = server.rss_bytes();
@@ -244,31 +252,32 @@ async fn run_backend(
     restarted.stop();
 
     println!("## {backend}\n");
-    println!("| scenario | requests/s | × floor | p50 ms | p99 ms | errors | target |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| scenario | requests/s | × floor | p50 ms | p99 ms | errors | RSS after | target |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for row in &rows {
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0} MB | {} |",
             row.scenario,
             row.outcome.rate(),
             row.outcome.rate() / floor_rate,
             row.outcome.p50_ms(),
             row.outcome.p99_ms(),
             row.outcome.errors,
+            row.rss_after as f64 / 1e6,
             row.target
         );
     }
     println!(
-        "| idle server | RSS {:.1} MB (after load: {:.1} MB) | | | | | RSS ≤ 30 MB |",
+        "| idle server | RSS {:.1} MB (after load: {:.1} MB) | | | | | | RSS ≤ 30 MB |",
         idle_rss as f64 / 1e6,
         loaded_rss as f64 / 1e6
     );
     println!(
-        "| start on an existing database | ready after {} ms | | | | | ≤ 200 ms |",
+        "| start on an existing database | ready after {} ms | | | | | | ≤ 200 ms |",
         ready_after.as_millis()
     );
     println!(
-        "| roster import, {} rows of CSV over HTTP | {:.1} s ({:.0} rows/s), {} added | | | | | ≤ {} s |",
+        "| roster import, {} rows of CSV over HTTP | {:.1} s ({:.0} rows/s), {} added | | | | | | ≤ {} s |",
         import.rows,
         import.elapsed.as_secs_f64(),
         import.rows as f64 / import.elapsed.as_secs_f64(),
@@ -276,7 +285,7 @@ async fn run_backend(
         if database_url.is_some() { 8 } else { 10 }
     );
     println!(
-        "| peak RSS during the import | {:.1} MB | | | | | ≤ 150 MB |\n",
+        "| peak RSS during the import | {:.1} MB | | | | | | ≤ 150 MB |\n",
         import.peak_rss as f64 / 1e6
     );
 }
