@@ -5,16 +5,18 @@
 //! the secret matched: every request still reads the key and its member from the
 //! store, so a revocation, an expiry or a suspension written by any instance
 //! takes effect on the next request. Verifications run on the blocking pool,
-//! at most [`MAX_CONCURRENT_VERIFICATIONS`] at once, and failed attempts count
-//! against the client IP in the shared rate limiter, so random keys cannot
-//! exhaust the CPU.
+//! at most [`MAX_CONCURRENT_VERIFICATIONS`] at once, each in working memory
+//! that is allocated once and reused, and failed attempts count against the
+//! client IP in the shared rate limiter, so random keys can exhaust neither the
+//! CPU nor the memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use super::{AuthError, AuthService, Principal, now};
@@ -30,10 +32,15 @@ const TOUCH_EVERY_SECS: i64 = 60;
 /// them checks the key (not a sign-in session) on every request.
 pub(crate) const KEY_SESSION_PREFIX: &str = "key:";
 
-/// Verified keys and the bound on concurrent Argon2 work.
+/// Verified keys, the bound on concurrent Argon2 work, and its working memory.
 pub struct ApiKeyVerifier {
     verified: Mutex<HashMap<[u8; 32], i64>>,
     permits: Semaphore,
+    /// Argon2 working memory (19 MiB at the default cost), at most one per
+    /// permit, reused. Allocated per verification instead, each blocking-pool
+    /// thread's malloc arena kept its 19 MiB: a burst of first uses of a key
+    /// grew the process to ~500 MB (measured by the load benchmark).
+    memory: Mutex<Vec<Vec<Block>>>,
 }
 
 impl Default for ApiKeyVerifier {
@@ -41,8 +48,42 @@ impl Default for ApiKeyVerifier {
         Self {
             verified: Mutex::new(HashMap::new()),
             permits: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
+            memory: Mutex::new(Vec::new()),
         }
     }
+}
+
+/// Checks `secret` against a PHC string, computing Argon2 in `memory` (grown if
+/// the stored cost needs more). Any malformed hash simply does not match.
+fn verify_in(secret: &[u8], stored: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(hash) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (hash.hash, hash.salt) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) =
+        (Algorithm::try_from(hash.algorithm), Params::try_from(&hash))
+    else {
+        return false;
+    };
+    let version = hash
+        .version
+        .and_then(|v| Version::try_from(v).ok())
+        .unwrap_or_default();
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(secret, salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
 }
 
 /// Hashes a key's secret as an Argon2id PHC string, on the blocking pool.
@@ -79,7 +120,10 @@ impl AuthService {
             Some(touched_at) => touched_at,
             None => {
                 self.refuse_blocked_ip(ip, now).await?;
-                if !self.verify_secret(&key, &record.secret_hash).await? {
+                if !self
+                    .verify_secret(&key, &fingerprint, &record.secret_hash)
+                    .await?
+                {
                     return self.fail_api_key(ip, now).await;
                 }
                 0
@@ -129,26 +173,41 @@ impl AuthService {
             .map_err(|e| AuthError::Signing(e.to_string()))
     }
 
-    async fn verify_secret(&self, key: &ApiKey, stored: &str) -> Result<bool, AuthError> {
+    async fn verify_secret(
+        &self,
+        key: &ApiKey,
+        fingerprint: &[u8; 32],
+        stored: &str,
+    ) -> Result<bool, AuthError> {
         let _permit = self
             .api_keys
             .permits
             .acquire()
             .await
             .map_err(|e| AuthError::Signing(e.to_string()))?;
+        // Many first requests with one new key arrive together: the first to get a
+        // permit verifies it, the others find it verified here and skip Argon2.
+        if self.lock_verified().contains_key(fingerprint) {
+            return Ok(true);
+        }
         let secret = key.secret().to_owned();
         let stored = stored.to_owned();
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&stored)
-                .map(|hash| {
-                    Argon2::default()
-                        .verify_password(secret.as_bytes(), &hash)
-                        .is_ok()
-                })
-                .unwrap_or(false)
+        let mut memory = self.lock_memory().pop().unwrap_or_default();
+        let (matched, memory) = tokio::task::spawn_blocking(move || {
+            let matched = verify_in(secret.as_bytes(), &stored, &mut memory);
+            (matched, memory)
         })
         .await
-        .map_err(|e| AuthError::Signing(format!("argon2 task: {e}")))
+        .map_err(|e| AuthError::Signing(format!("argon2 task: {e}")))?;
+        self.lock_memory().push(memory);
+        Ok(matched)
+    }
+
+    fn lock_memory(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
+        self.api_keys
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], i64>> {
@@ -219,4 +278,34 @@ fn key_principal(record: ApiKeyRecord, now: i64) -> Option<Principal> {
         session_id: format!("{KEY_SESSION_PREFIX}{}", record.id),
         api_key: Some(api_key_prefix(&record.id)),
     })
+}
+
+#[cfg(test)]
+mod reused_memory_tests {
+    use super::*;
+
+    #[test]
+    fn verification_in_reused_memory_matches_the_argon2_crate() {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let stored = Argon2::default()
+            .hash_password(b"s3cret", &salt)
+            .unwrap()
+            .to_string();
+        let mut memory = Vec::new();
+        assert!(verify_in(b"s3cret", &stored, &mut memory));
+        let allocated = memory.len();
+        assert!(allocated > 0);
+        assert!(!verify_in(b"s3creT", &stored, &mut memory));
+        assert!(
+            verify_in(b"s3cret", &stored, &mut memory),
+            "memory reuse keeps results right"
+        );
+        assert_eq!(memory.len(), allocated, "no reallocation for the same cost");
+        assert!(!verify_in(b"s3cret", "not a phc string", &mut memory));
+        assert!(!verify_in(
+            b"s3cret",
+            &stored.replace("argon2id", "argon2i"),
+            &mut memory
+        ));
+    }
 }

@@ -218,7 +218,9 @@ async fn onboarding_creates_member_roles_and_a_key_once(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(me.status(), 401, "/v1/me takes access tokens only");
+    assert_eq!(me.status(), 200, "/v1/me takes an API key too");
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["email"], "svc@example.org");
     let token = TestApp::json_ok(
         app.client
             .post(app.url("/v1/auth/token"))

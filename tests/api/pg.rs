@@ -73,7 +73,9 @@ impl Cluster {
         Self::start_with(false)
     }
 
-    /// A cluster with Postgres' default durability, for measurements.
+    /// A cluster with Postgres' default durability, for measurements (the load
+    /// benchmark includes this file; the tests do not call it).
+    #[allow(dead_code)]
     pub fn start_durable() -> Self {
         Self::start_with(true)
     }
