@@ -8,6 +8,7 @@
 
 mod api_keys;
 mod audit;
+mod cache;
 mod members;
 mod members_sql;
 mod outbox;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 pub use api_keys::{ApiKeyInfo, ApiKeyRecord, ApiKeyStore, NewApiKey};
 pub use audit::{AuditFilter, AuditRow, AuditStore};
+pub use cache::CachedStore;
 pub use members::{MemberFilter, MemberStore, RoleGrant, RoleInfo};
 pub use postgres::PostgresStore;
 pub use roster::{
@@ -227,7 +229,8 @@ pub trait Store:
 pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> StoreResult<DynStore> {
     let text = url.expose();
     if text.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(text, max_connections).await?))
+        let sqlite: DynStore = Arc::new(SqliteStore::connect(text, max_connections).await?);
+        Ok(Arc::new(CachedStore::new(sqlite)))
     } else if text.starts_with("postgres:") || text.starts_with("postgresql:") {
         Ok(Arc::new(
             PostgresStore::connect(text, max_connections).await?,

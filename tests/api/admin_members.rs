@@ -36,6 +36,12 @@ async fn admins_manage_status_and_roles_and_suspension_bites_at_once(backend: Ba
     )
     .await;
     assert_eq!(again["roles"], set["roles"], "idempotent");
+    let seen: serde_json::Value = app.get_as("/v1/me", &member).await.json().await.unwrap();
+    assert_eq!(
+        seen["roles"],
+        json!(["active", "member"]),
+        "the member sees the new role at once"
+    );
     assert_problem(
         app.send_as(
             Method::POST,
@@ -59,6 +65,8 @@ async fn admins_manage_status_and_roles_and_suspension_bites_at_once(backend: Ba
     )
     .await;
     assert_eq!(revoked["roles"], json!(["member"]));
+    let seen: serde_json::Value = app.get_as("/v1/me", &member).await.json().await.unwrap();
+    assert_eq!(seen["roles"], json!(["member"]), "and loses it at once");
 
     let listed = TestApp::json_ok(
         app.get_as("/v1/admin/members?q=M%40EXAMPLE&status=active", &admin)

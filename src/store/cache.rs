@@ -1,0 +1,449 @@
+//! A read cache for the two lookups every authenticated request makes (the
+//! session behind an access token, the record behind an API key), for the
+//! SQLite backend only.
+//!
+//! Why: on SQLite those point reads cost little in SQLite itself but two thread
+//! hops each (sqlx runs every connection on its own thread), which profiles as
+//! most of a `GET /v1/me`. Why it is safe: one `serve` process owns a SQLite
+//! file and every write goes through this wrapper, so the wrapper sees every
+//! change. Each write that can change what those lookups return (sessions,
+//! members, roles, keys) bumps an epoch *after* it returns; a cached answer
+//! counts only while the epoch it was read under is current, and only within
+//! the second it was read in (role grants expire by the second). A revocation
+//! therefore refuses the old credential from the moment the revoking call
+//! returns. Postgres gets no cache: several instances share it, and one
+//! instance cannot see another's writes.
+//!
+//! Every method of the store traits is listed here on purpose: a new one does
+//! not compile until someone decides whether it invalidates.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::domain::{Email, Member, MemberId, MemberStatus, Role, TokenHash};
+
+/// Entries kept per cache before it is emptied (cheap, and rare).
+const CAPACITY: usize = 50_000;
+
+pub struct CachedStore {
+    inner: DynStore,
+    epoch: AtomicU64,
+    sessions: Lookups<(String, String), Option<Member>>,
+    keys: Lookups<String, Option<ApiKeyRecord>>,
+}
+
+impl CachedStore {
+    pub fn new(inner: DynStore) -> Self {
+        Self {
+            inner,
+            epoch: AtomicU64::new(0),
+            sessions: Lookups::default(),
+            keys: Lookups::default(),
+        }
+    }
+
+    /// Runs a write that may change cached answers, then invalidates them all.
+    async fn invalidating<T>(&self, write: impl Future<Output = T>) -> T {
+        let result = write.await;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+}
+
+struct Entry<V> {
+    epoch: u64,
+    now: i64,
+    value: V,
+}
+
+struct Lookups<K, V>(Mutex<HashMap<K, Entry<V>>>);
+
+impl<K, V> Default for Lookups<K, V> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> Lookups<K, V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry<V>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached answer for `key`, or `read`'s, remembered under the epoch
+    /// current *before* reading: if a write lands meanwhile, the entry is stale
+    /// on arrival and never served.
+    async fn get_or_read(
+        &self,
+        epoch: &AtomicU64,
+        key: K,
+        now: i64,
+        read: impl Future<Output = StoreResult<V>>,
+    ) -> StoreResult<V> {
+        let current = epoch.load(Ordering::Acquire);
+        if let Some(entry) = self.lock().get(&key)
+            && entry.epoch == current
+            && entry.now == now
+        {
+            return Ok(entry.value.clone());
+        }
+        let value = read.await?;
+        let mut entries = self.lock();
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            Entry {
+                epoch: current,
+                now,
+                value: value.clone(),
+            },
+        );
+        Ok(value)
+    }
+}
+
+#[async_trait]
+impl Store for CachedStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.invalidating(self.inner.migrate()).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+
+    async fn hit_rate_limit(
+        &self,
+        bucket: &str,
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<RateWindow> {
+        self.inner.hit_rate_limit(bucket, window_secs, now).await
+    }
+
+    async fn role_names(&self) -> StoreResult<Vec<String>> {
+        self.inner.role_names().await
+    }
+
+    async fn is_eligible(&self, email: &Email) -> StoreResult<bool> {
+        self.inner.is_eligible(email).await
+    }
+
+    async fn create_magic_link(
+        &self,
+        link: NewMagicLink,
+        mail: NewMail,
+        audit: AuditEntry,
+    ) -> StoreResult<()> {
+        self.inner.create_magic_link(link, mail, audit).await
+    }
+
+    async fn spend_code_attempt(
+        &self,
+        email: &Email,
+        now: i64,
+        max_attempts: i64,
+    ) -> StoreResult<Vec<(TokenHash, TokenHash)>> {
+        self.inner
+            .spend_code_attempt(email, now, max_attempts)
+            .await
+    }
+
+    /// Changes `last_login_at` (and may create a member): invalidates.
+    async fn redeem_magic_link(
+        &self,
+        token_hash: &TokenHash,
+        session: NewSession,
+        now: i64,
+    ) -> StoreResult<Option<SignedIn>> {
+        self.invalidating(self.inner.redeem_magic_link(token_hash, session, now))
+            .await
+    }
+
+    /// A plain rotation changes nothing cached; a detected reuse revokes a session.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &TokenHash,
+        next: NewRefreshToken,
+        now: i64,
+    ) -> StoreResult<RefreshOutcome> {
+        let outcome = self.inner.rotate_refresh_token(presented, next, now).await;
+        if !matches!(
+            outcome,
+            Ok(RefreshOutcome::Rotated { .. } | RefreshOutcome::Invalid)
+        ) {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        outcome
+    }
+
+    async fn revoke_session(
+        &self,
+        session_id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.invalidating(self.inner.revoke_session(session_id, audit, now))
+            .await
+    }
+
+    async fn session_member(
+        &self,
+        member_id: &MemberId,
+        session_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        let key = (member_id.to_string(), session_id.to_owned());
+        let read = self.inner.session_member(member_id, session_id, now);
+        self.sessions.get_or_read(&self.epoch, key, now, read).await
+    }
+
+    async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>> {
+        self.inner.member_by_id(id, now).await
+    }
+
+    async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool> {
+        self.invalidating(self.inner.delete_member(id, audit, now))
+            .await
+    }
+
+    async fn bootstrap_admins(&self, emails: &[Email], now: i64) -> StoreResult<()> {
+        self.invalidating(self.inner.bootstrap_admins(emails, now))
+            .await
+    }
+
+    async fn record_audit(&self, entry: AuditEntry, now: i64) -> StoreResult<()> {
+        self.inner.record_audit(entry, now).await
+    }
+
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        self.inner.claim_due_mail(now, lease_secs, limit).await
+    }
+
+    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
+        self.inner.finish_mail(id, result, now).await
+    }
+
+    async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
+        self.inner.outbox_page(query).await
+    }
+
+    async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
+        self.inner.outbox_counts().await
+    }
+
+    async fn requeue_failed_mail(
+        &self,
+        id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<RequeueOutcome> {
+        self.inner.requeue_failed_mail(id, audit, now).await
+    }
+
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+        self.inner.purge_expired(now).await
+    }
+}
+
+#[async_trait]
+impl MemberStore for CachedStore {
+    async fn list_members(&self, filter: &MemberFilter, now: i64) -> StoreResult<Vec<Member>> {
+        self.inner.list_members(filter, now).await
+    }
+
+    async fn set_member_status(
+        &self,
+        id: &MemberId,
+        status: MemberStatus,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        self.invalidating(self.inner.set_member_status(id, status, audit, now))
+            .await
+    }
+
+    async fn set_member_roles(
+        &self,
+        id: &MemberId,
+        roles: &[Role],
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        self.invalidating(self.inner.set_member_roles(id, roles, audit, now))
+            .await
+    }
+
+    async fn grant_member_role(
+        &self,
+        id: &MemberId,
+        grant: &RoleGrant,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        self.invalidating(self.inner.grant_member_role(id, grant, audit, now))
+            .await
+    }
+
+    async fn revoke_member_role(
+        &self,
+        id: &MemberId,
+        role: &Role,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        self.invalidating(self.inner.revoke_member_role(id, role, audit, now))
+            .await
+    }
+
+    async fn revoke_member_sessions(
+        &self,
+        id: &MemberId,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Option<u64>> {
+        self.invalidating(self.inner.revoke_member_sessions(id, audit, now))
+            .await
+    }
+
+    async fn onboard_member(
+        &self,
+        email: &Email,
+        roles: &[Role],
+        key: Option<NewApiKey>,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Member> {
+        self.invalidating(self.inner.onboard_member(email, roles, key, audit, now))
+            .await
+    }
+
+    async fn list_roles(&self, now: i64) -> StoreResult<Vec<RoleInfo>> {
+        self.inner.list_roles(now).await
+    }
+
+    async fn create_role(
+        &self,
+        role: &Role,
+        description: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.invalidating(self.inner.create_role(role, description, audit, now))
+            .await
+    }
+
+    async fn delete_role(
+        &self,
+        role: &Role,
+        force: bool,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.invalidating(self.inner.delete_role(role, force, audit, now))
+            .await
+    }
+}
+
+#[async_trait]
+impl RosterStore for CachedStore {
+    async fn import_roster(
+        &self,
+        import: RosterImport,
+        chunks: tokio::sync::mpsc::Receiver<ImportChunk>,
+    ) -> StoreResult<Option<UpsertCounts>> {
+        self.invalidating(self.inner.import_roster(import, chunks))
+            .await
+    }
+
+    async fn list_eligible(&self, filter: &EligibleFilter) -> StoreResult<Vec<EligibleRow>> {
+        self.inner.list_eligible(filter).await
+    }
+
+    async fn remove_eligible(
+        &self,
+        email: &Email,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.invalidating(self.inner.remove_eligible(email, audit, now))
+            .await
+    }
+
+    async fn list_batches(&self, before: Option<&str>, limit: i64) -> StoreResult<Vec<BatchRow>> {
+        self.inner.list_batches(before, limit).await
+    }
+
+    async fn withdraw_batch(
+        &self,
+        id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Option<u64>> {
+        self.invalidating(self.inner.withdraw_batch(id, audit, now))
+            .await
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for CachedStore {
+    async fn create_api_key(
+        &self,
+        member: &MemberId,
+        key: NewApiKey,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.invalidating(self.inner.create_api_key(member, key, audit, now))
+            .await
+    }
+
+    async fn api_key(&self, id: &str, now: i64) -> StoreResult<Option<ApiKeyRecord>> {
+        self.keys
+            .get_or_read(&self.epoch, id.to_owned(), now, self.inner.api_key(id, now))
+            .await
+    }
+
+    async fn list_api_keys(
+        &self,
+        member: Option<&MemberId>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<ApiKeyInfo>> {
+        self.inner.list_api_keys(member, before, limit).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<bool> {
+        self.invalidating(self.inner.revoke_api_key(id, audit, now))
+            .await
+    }
+
+    /// Only `last_used_at`, which authentication does not read.
+    async fn touch_api_key(&self, id: &str, now: i64) -> StoreResult<()> {
+        self.inner.touch_api_key(id, now).await
+    }
+
+    async fn rate_limit_hits(&self, bucket: &str, window_secs: i64, now: i64) -> StoreResult<i64> {
+        self.inner.rate_limit_hits(bucket, window_secs, now).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for CachedStore {
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
+        self.inner.list_audit(filter).await
+    }
+}
