@@ -60,6 +60,13 @@ impl AdminService {
         if actor.is(id) && !roles.iter().any(|r| r.as_str() == Role::ADMIN) {
             return Err(AdminError::SelfAction("remove the admin role from"));
         }
+        // `member` is every member's base role: setting the list keeps it.
+        let mut roles = roles.to_vec();
+        if !roles.iter().any(|r| r.as_str() == Role::MEMBER) {
+            roles.push(Role::member());
+            roles.sort();
+        }
+        let roles = roles.as_slice();
         let audit = actor
             .audit("member.roles_set")
             .target(id.as_str())

@@ -37,6 +37,12 @@ impl MeApi {
         state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Deleted, ApiError> {
+        if auth.0.api_key.is_some() {
+            return Err(ApiError::Forbidden(
+                "a token obtained with an API key cannot delete its member; sign in to leave"
+                    .into(),
+            ));
+        }
         let ip = client_ip(req, &state.settings.trusted_proxies);
         state.auth.delete_self(&auth.0, ip).await?;
         Ok(Deleted::NoContent)

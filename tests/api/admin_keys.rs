@@ -75,6 +75,14 @@ async fn api_key_lifecycle_and_revocation_take_effect_at_once(backend: Backend) 
     .await;
     let jwt = token["access_token"].as_str().unwrap().to_owned();
     assert_eq!(app.get_as("/v1/admin/roles", &jwt).await.status(), 200);
+    let leave = app
+        .client
+        .delete(app.url("/v1/me"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(leave, 403).await;
 
     let revoke = format!("/v1/admin/api-keys/{}", issued["id"].as_str().unwrap());
     assert_eq!(

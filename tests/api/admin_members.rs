@@ -36,6 +36,21 @@ async fn admins_manage_status_and_roles_and_suspension_bites_at_once(backend: Ba
     )
     .await;
     assert_eq!(again["roles"], set["roles"], "idempotent");
+    let without_member = TestApp::json_ok(
+        app.send_as(
+            Method::PUT,
+            &format!("{path}/roles"),
+            &admin,
+            Some(json!({ "roles": ["active"] })),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        without_member["roles"], set["roles"],
+        "`member` is always kept"
+    );
     let seen: serde_json::Value = app.get_as("/v1/me", &member).await.json().await.unwrap();
     assert_eq!(
         seen["roles"],
