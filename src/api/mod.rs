@@ -49,21 +49,8 @@ pub enum ApiTags {
     Health,
 }
 
-pub type Api = (
-    auth::AuthApi,
-    me::MeApi,
-    eligible::EligibleApi,
-    outbox::OutboxApi,
-    roster::RosterApi,
-    members::MembersApi,
-    roles::RolesApi,
-    api_keys::ApiKeysApi,
-    audit::AuditApi,
-    health::HealthApi,
-);
-
 /// The OpenAPI service; `server` is the public URL the spec advertises.
-pub fn service(server: &str) -> OpenApiService<Api, ()> {
+pub fn service(server: &str) -> OpenApiService<impl poem_openapi::OpenApi, ()> {
     OpenApiService::new(
         (
             auth::AuthApi,
