@@ -74,6 +74,10 @@ impl Cluster {
     }
 
     /// A cluster with Postgres' default durability, for measurements.
+    #[allow(
+        dead_code,
+        reason = "used by benches/load, which includes this file; the api tests do not"
+    )]
     pub fn start_durable() -> Self {
         Self::start_with(true)
     }
