@@ -211,14 +211,20 @@ async fn onboarding_creates_member_roles_and_a_key_once(backend: Backend) {
     assert_eq!(created["member"]["roles"], json!(["active", "member"]));
     let key = created["api_key"]["key"].as_str().unwrap();
     assert!(key.starts_with("gh_"));
-    let me = app
-        .client
-        .get(app.url("/v1/me"))
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 401, "/v1/me takes access tokens only");
+    let me = TestApp::json_ok(
+        app.client
+            .get(app.url("/v1/me"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(
+        me["email"], "svc@example.org",
+        "/v1/me takes the new key too"
+    );
     let token = TestApp::json_ok(
         app.client
             .post(app.url("/v1/auth/token"))
