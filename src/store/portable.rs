@@ -336,33 +336,36 @@ macro_rules! impl_store {
 
             async fn rotate_refresh_token(&self, presented: &TokenHash, next: NewRefreshToken, now: i64) -> StoreResult<RefreshOutcome> {
                 let mut tx = self.writer.begin().await?;
-                let row: Option<(String, String, String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
-                    "SELECT id, family_id, member_id, expires_at, revoked_at, replaced_by \
-                     FROM refresh_tokens WHERE token_hash = $1",
+                // The happy path is one conditional claim: every check a rotation needs
+                // (unused, unrevoked, unexpired, live session, active member) sits in the
+                // WHERE clause, so a good token costs BEGIN, this, the INSERT and COMMIT on
+                // the single writer. Concurrent use of one token: the loser finds
+                // `replaced_by` set (on Postgres after waiting for the winner's row lock)
+                // and falls through to the reuse branch below.
+                let claimed: Option<(String, String)> = sqlx::query_as(
+                    "UPDATE refresh_tokens SET replaced_by = $2 \
+                     WHERE token_hash = $1 AND replaced_by IS NULL AND revoked_at IS NULL AND expires_at > $3 \
+                       AND EXISTS (SELECT s.id FROM sessions s JOIN members m ON m.id = refresh_tokens.member_id \
+                                   WHERE s.id = refresh_tokens.family_id AND s.revoked_at IS NULL AND m.status = 'active') \
+                     RETURNING family_id, member_id",
                 )
                 .bind(presented.as_str())
+                .bind(&next.id)
+                .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((id, family, member_id, expires_at, revoked_at, replaced_by)) = row else {
-                    return Ok(RefreshOutcome::Invalid);
-                };
-                let reused = if replaced_by.is_some() {
-                    true
-                } else if revoked_at.is_some() || expires_at <= now {
-                    return Ok(RefreshOutcome::Invalid);
-                } else {
-                    // Zero rows means a concurrent request rotated it first: that is reuse too.
-                    sqlx::query(
-                        "UPDATE refresh_tokens SET replaced_by = $2 WHERE id = $1 AND replaced_by IS NULL AND revoked_at IS NULL",
+                let Some((family, member_id)) = claimed else {
+                    // No claim: tell a replayed token (which revokes its family) from one
+                    // that is merely unknown, revoked, expired or whose owner may not sign in.
+                    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+                        "SELECT family_id, member_id, replaced_by FROM refresh_tokens WHERE token_hash = $1",
                     )
-                    .bind(&id)
-                    .bind(&next.id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 0
-                };
-                if reused {
+                    .bind(presented.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((family, member_id, Some(_))) = row else {
+                        return Ok(RefreshOutcome::Invalid);
+                    };
                     revoke_session_in!(tx, &family, now);
                     insert_audit!(
                         tx,
@@ -374,14 +377,6 @@ macro_rules! impl_store {
                     );
                     tx.commit().await?;
                     return Ok(RefreshOutcome::Reused { member_id, session_id: family });
-                }
-                let live: Option<(String,)> = sqlx::query_as("SELECT id FROM sessions WHERE id = $1 AND revoked_at IS NULL")
-                    .bind(&family)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let member = load_member!(&mut *tx, &member_id, now);
-                let Some(member) = member.filter(|m| live.is_some() && m.status == MemberStatus::Active) else {
-                    return Ok(RefreshOutcome::Invalid);
                 };
                 sqlx::query(
                     "INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
@@ -396,6 +391,14 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                // The member (with roles, for the access token) is read after commit from
+                // the reader pool, off the single writer. A member deleted or suspended in
+                // between gets no tokens; their sessions are being revoked anyway.
+                let member = load_member!(&self.reader, &member_id, now)
+                    .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
+                if member.status != MemberStatus::Active {
+                    return Ok(RefreshOutcome::Invalid);
+                }
                 Ok(RefreshOutcome::Rotated { member, session_id: family })
             }
 
