@@ -235,10 +235,16 @@ macro_rules! impl_store {
                 let Some((email, redirect_to)) = link else {
                     return Ok(None);
                 };
-                let existing: Option<(String, String)> = sqlx::query_as("SELECT id, status FROM members WHERE email = $1")
-                    .bind(&email)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                // Finding a returning member and stamping their sign-in is one statement.
+                // A member who may not sign in is stamped too, but the early return drops
+                // the transaction, which rolls that back along with the link's consumption.
+                let existing: Option<(String, String)> = sqlx::query_as(
+                    "UPDATE members SET last_login_at = $2 WHERE email = $1 RETURNING id, status",
+                )
+                .bind(&email)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
                 let (member_id, created) = match existing {
                     Some((_, status)) if status != MemberStatus::Active.as_str() => return Ok(None),
                     Some((id, _)) => (id, false),
@@ -255,7 +261,7 @@ macro_rules! impl_store {
                         // member. SQLite serialises them; on Postgres the loser waits for the
                         // winner's commit here and then signs in to the member it created.
                         let inserted = sqlx::query(
-                            "INSERT INTO members (id, email, status, created_at) VALUES ($1, $2, 'active', $3) \
+                            "INSERT INTO members (id, email, status, created_at, last_login_at) VALUES ($1, $2, 'active', $3, $3) \
                              ON CONFLICT (email) DO NOTHING",
                         )
                         .bind(&id)
@@ -265,10 +271,13 @@ macro_rules! impl_store {
                         .await?
                         .rows_affected();
                         if inserted == 0 {
-                            let (id, status): (String, String) = sqlx::query_as("SELECT id, status FROM members WHERE email = $1")
-                                .bind(&email)
-                                .fetch_one(&mut *tx)
-                                .await?;
+                            let (id, status): (String, String) = sqlx::query_as(
+                                "UPDATE members SET last_login_at = $2 WHERE email = $1 RETURNING id, status",
+                            )
+                            .bind(&email)
+                            .bind(now)
+                            .fetch_one(&mut *tx)
+                            .await?;
                             if status != MemberStatus::Active.as_str() {
                                 return Ok(None);
                             }
@@ -295,11 +304,6 @@ macro_rules! impl_store {
                         }
                     }
                 };
-                sqlx::query("UPDATE members SET last_login_at = $2 WHERE id = $1")
-                    .bind(&member_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
                 sqlx::query("INSERT INTO sessions (id, member_id, created_at, ip) VALUES ($1, $2, $3, $4)")
                     .bind(&session.id)
                     .bind(&member_id)
@@ -319,8 +323,6 @@ macro_rules! impl_store {
                 .bind(session.refresh.expires_at)
                 .execute(&mut *tx)
                 .await?;
-                let member = load_member!(&mut *tx, &member_id, now)
-                    .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
                 insert_audit!(
                     tx,
                     AuditEntry::new("auth.signed_in")
@@ -331,6 +333,9 @@ macro_rules! impl_store {
                     now
                 );
                 tx.commit().await?;
+                // Read after commit from the reader pool, so the writer is not held for it.
+                let member = load_member!(&self.reader, &member_id, now)
+                    .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
                 Ok(Some(SignedIn { member, session_id: session.id, redirect_to, created }))
             }
 
