@@ -112,13 +112,28 @@ pub trait Store:
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Counts one hit in the fixed window `bucket` and returns the window's state.
+    /// Counts one hit in the fixed window of each of `buckets` and returns each
+    /// window's state, in the order given. All buckets in one statement, because
+    /// every write round trip queues on SQLite's single writer.
+    async fn hit_rate_limits(
+        &self,
+        buckets: &[&str],
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<Vec<RateWindow>>;
+
+    /// [`Store::hit_rate_limits`] for a single bucket.
     async fn hit_rate_limit(
         &self,
         bucket: &str,
         window_secs: i64,
         now: i64,
-    ) -> StoreResult<RateWindow>;
+    ) -> StoreResult<RateWindow> {
+        self.hit_rate_limits(&[bucket], window_secs, now)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket} not returned")))
+    }
 
     /// The names of all roles, built-in and custom.
     async fn role_names(&self) -> StoreResult<Vec<String>>;

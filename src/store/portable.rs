@@ -134,20 +134,39 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn hit_rate_limit(&self, bucket: &str, window_secs: i64, now: i64) -> StoreResult<RateWindow> {
-                let (window_start, hits): (i64, i64) = sqlx::query_as(
-                    "INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1) \
+            async fn hit_rate_limits(&self, buckets: &[&str], window_secs: i64, now: i64) -> StoreResult<Vec<RateWindow>> {
+                if buckets.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // One multi-row upsert for all buckets: one round trip on the writer
+                // instead of one per bucket. A bucket named twice is counted once
+                // (Postgres refuses to update one row twice in a statement).
+                let mut distinct: Vec<&str> = buckets.to_vec();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let values: Vec<String> = (0..distinct.len()).map(|i| format!("(${}, $1, 1)", i + 3)).collect();
+                let sql = format!(
+                    "INSERT INTO rate_limits (bucket, window_start, hits) VALUES {} \
                      ON CONFLICT (bucket) DO UPDATE SET \
-                       hits = CASE WHEN rate_limits.window_start <= $3 THEN 1 ELSE rate_limits.hits + 1 END, \
-                       window_start = CASE WHEN rate_limits.window_start <= $3 THEN $2 ELSE rate_limits.window_start END \
-                     RETURNING window_start, hits",
-                )
-                .bind(bucket)
-                .bind(now)
-                .bind(now - window_secs)
-                .fetch_one(&self.writer)
-                .await?;
-                Ok(RateWindow { count: hits, resets_at: window_start + window_secs })
+                       hits = CASE WHEN rate_limits.window_start <= $2 THEN 1 ELSE rate_limits.hits + 1 END, \
+                       window_start = CASE WHEN rate_limits.window_start <= $2 THEN $1 ELSE rate_limits.window_start END \
+                     RETURNING bucket, window_start, hits",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query_as::<_, (String, i64, i64)>(&sql).bind(now).bind(now - window_secs);
+                for bucket in &distinct {
+                    query = query.bind(*bucket);
+                }
+                let rows = query.fetch_all(&self.writer).await?;
+                buckets
+                    .iter()
+                    .map(|bucket| {
+                        rows.iter()
+                            .find(|(name, _, _)| name == bucket)
+                            .map(|&(_, window_start, hits)| RateWindow { count: hits, resets_at: window_start + window_secs })
+                            .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket} not returned")))
+                    })
+                    .collect()
             }
 
             async fn role_names(&self) -> StoreResult<Vec<String>> {
