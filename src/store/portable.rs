@@ -175,19 +175,19 @@ macro_rules! impl_store {
             }
 
             async fn is_eligible(&self, email: &Email) -> StoreResult<bool> {
-                let member: Option<(String,)> = sqlx::query_as("SELECT status FROM members WHERE email = $1")
-                    .bind(email.as_str())
-                    .fetch_optional(&self.reader)
-                    .await?;
-                if let Some((status,)) = member {
-                    return Ok(status == MemberStatus::Active.as_str());
-                }
-                // Selects the key rather than `1`: a literal is INT4 on Postgres and would not decode as i64.
-                let listed: Option<(String,)> = sqlx::query_as("SELECT email FROM eligible_emails WHERE email = $1")
-                    .bind(email.as_str())
-                    .fetch_optional(&self.reader)
-                    .await?;
-                Ok(listed.is_some())
+                // One round trip: the member's status and the allowlist entry side by
+                // side (keys and statuses, not literals, so both decode as text).
+                let (status, listed): (Option<String>, Option<String>) = sqlx::query_as(
+                    "SELECT (SELECT status FROM members WHERE email = $1), \
+                            (SELECT email FROM eligible_emails WHERE email = $1)",
+                )
+                .bind(email.as_str())
+                .fetch_one(&self.reader)
+                .await?;
+                Ok(match status {
+                    Some(status) => status == MemberStatus::Active.as_str(),
+                    None => listed.is_some(),
+                })
             }
 
             async fn create_magic_link(&self, link: NewMagicLink, mail: NewMail, audit: AuditEntry) -> StoreResult<()> {
