@@ -217,7 +217,14 @@ pub trait Store:
 
     /// Records the outcome of a delivery attempt. Only a `queued` mail changes, so
     /// a final state, once written, is never overwritten.
-    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()>;
+    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
+        self.finish_mails(&[(id.to_owned(), result)], now).await
+    }
+
+    /// [`Store::finish_mail`] for several mails (`(id, outcome)` pairs) in as few
+    /// statements as the outcomes allow, so the worker takes SQLite's single
+    /// writer once per batch rather than once per mail.
+    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()>;
 
     /// A page of the outbox, newest first, without bodies.
     async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>>;

@@ -545,8 +545,8 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
-                self.finish_mail_sql(id, result, now).await
+            async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
+                self.finish_mails_sql(outcomes, now).await
             }
 
             async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
