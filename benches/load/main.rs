@@ -376,11 +376,20 @@ async fn sign_in(addr: &str, email: &str, mail_dir: &Path) -> Session {
     let answer = send(&mut conn, post_json(addr, "/v1/auth/magic-link", body, &[])).await;
     assert_eq!(answer.map(|a| a.status), Some(202));
     wait_for_mail(mail_dir, before + 1).await;
-    let token = harvest_tokens(mail_dir)
-        .into_iter()
-        .find(|(to, _)| to == email)
-        .map(|(_, token)| token)
-        .expect("a mail for the address");
+    let started = Instant::now();
+    let token = loop {
+        let mail = harvest_tokens(mail_dir)
+            .into_iter()
+            .find(|(to, _)| to == email);
+        if let Some((_, token)) = mail {
+            break token;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no mail for {email}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let body = serde_json::json!({ "token": token }).to_string();
     let answer = send(&mut conn, post_json(addr, "/v1/auth/verify", body, &[]))
         .await
@@ -421,6 +430,11 @@ fn harvest_tokens(dir: &Path) -> VecDeque<(String, String)> {
         let Ok(raw) = std::fs::read_to_string(entry.path()) else {
             continue;
         };
+        // The transport writes a file in more than one step: leave a file that
+        // does not end with the MIME closing boundary yet for a later call.
+        if !raw.trim_end().ends_with("--") {
+            continue;
+        }
         let to = raw
             .lines()
             .find_map(|l| l.strip_prefix("To: "))

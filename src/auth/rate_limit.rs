@@ -1,6 +1,7 @@
 //! Fixed-window rate limits counted in the database, so that several instances
-//! on one Postgres share them. One upsert per check; a per-instance limiter
-//! (e.g. `governor`) would be faster but lets N instances allow N times the limit.
+//! on one Postgres share them. One upsert per check, covering every bucket the
+//! request counts against; a per-instance limiter (e.g. `governor`) would be
+//! faster but lets N instances allow N times the limit.
 
 use std::net::IpAddr;
 
@@ -16,25 +17,34 @@ impl AuthService {
         email: Option<&Email>,
     ) -> Result<(), AuthError> {
         let limits = &self.settings.rate_limits;
+        let mut buckets: Vec<(String, u32)> = Vec::with_capacity(2);
         if let Some(ip) = ip {
-            self.hit(&format!("ip:{ip}"), limits.per_ip).await?;
+            buckets.push((format!("ip:{ip}"), limits.per_ip));
         }
         if let Some(email) = email {
-            self.hit(&format!("email:{email}"), limits.per_email)
-                .await?;
+            buckets.push((format!("email:{email}"), limits.per_email));
         }
-        Ok(())
-    }
-
-    async fn hit(&self, bucket: &str, limit: u32) -> Result<(), AuthError> {
-        let window = self.settings.rate_limits.window.as_secs() as i64;
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let window = limits.window.as_secs() as i64;
         let now = now();
-        let state = self.store.hit_rate_limit(bucket, window, now).await?;
-        if state.count > i64::from(limit) {
-            return Err(AuthError::RateLimited {
-                retry_after_secs: (state.resets_at - now).max(1) as u64,
-            });
+        let names: Vec<&str> = buckets.iter().map(|(name, _)| name.as_str()).collect();
+        let states = self.store.hit_rate_limits(&names, window, now).await?;
+        // Every bucket is counted even when one is already over its limit, as
+        // before; the refusal names the latest reset among the exceeded windows,
+        // since the request stays refused until all of them have reset.
+        let retry_at = buckets
+            .iter()
+            .zip(&states)
+            .filter(|((_, limit), state)| state.count > i64::from(*limit))
+            .map(|(_, state)| state.resets_at)
+            .max();
+        match retry_at {
+            Some(resets_at) => Err(AuthError::RateLimited {
+                retry_after_secs: (resets_at - now).max(1) as u64,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 }

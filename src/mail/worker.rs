@@ -123,32 +123,48 @@ impl OutboxWorker {
             .claim_due_mail(crate::clock::now(), LEASE_SECS, CONCURRENCY as i64)
             .await?;
         let count = due.len();
-        let outcomes: Vec<Result<(), StoreError>> = futures_util::stream::iter(due)
+        // Outcomes are recorded a chunk at a time, whichever deliveries have
+        // finished together, in one store call: with a fast transport that is
+        // the whole batch, so the worker takes the (SQLite: single) writer once
+        // per batch instead of once per mail, while a slow delivery does not
+        // hold back the outcomes of the quick ones.
+        let mut finished = futures_util::stream::iter(due)
             .map(|mail| async move {
                 let result = self.attempt(&mail).await;
-                self.record(&mail, result).await
+                (mail, result)
             })
             .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        outcomes.into_iter().collect::<Result<(), _>>()?;
-        Ok(count)
+            .ready_chunks(CONCURRENCY);
+        let mut failure = None;
+        while let Some(chunk) = finished.next().await {
+            if let Err(error) = self.record(chunk).await {
+                failure = Some(error);
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(count),
+        }
     }
 
-    /// Stores the outcome and counts it. If the store cannot be reached, the
-    /// lease runs out and the mail is attempted again: at least once, never lost.
-    async fn record(&self, mail: &OutboxMail, result: MailResult) -> Result<(), StoreError> {
+    /// Stores the outcomes and counts them. If the store cannot be reached, the
+    /// lease runs out and the mails are attempted again: at least once, never lost.
+    async fn record(&self, chunk: Vec<(OutboxMail, MailResult)>) -> Result<(), StoreError> {
         let now = crate::clock::now();
-        match &result {
-            MailResult::Sent => {
-                let now_precise = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-                self.metrics.mail_sent(now_precise - mail.created_at as f64);
+        let mut outcomes = Vec::with_capacity(chunk.len());
+        for (mail, result) in chunk {
+            match &result {
+                MailResult::Sent => {
+                    let now_precise = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                    self.metrics.mail_sent(now_precise - mail.created_at as f64);
+                }
+                MailResult::Retry { .. } => self.metrics.mail_retried(),
+                MailResult::Failed { .. } => self.metrics.mail_failed(),
+                MailResult::Expired => self.metrics.mail_expired(),
             }
-            MailResult::Retry { .. } => self.metrics.mail_retried(),
-            MailResult::Failed { .. } => self.metrics.mail_failed(),
-            MailResult::Expired => self.metrics.mail_expired(),
+            outcomes.push((mail.id, result));
         }
-        self.store.finish_mail(&mail.id, result, now).await
+        self.store.finish_mails(&outcomes, now).await
     }
 
     async fn attempt(&self, mail: &OutboxMail) -> MailResult {

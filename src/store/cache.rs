@@ -129,6 +129,15 @@ impl Store for CachedStore {
         self.inner.hit_rate_limit(bucket, window_secs, now).await
     }
 
+    async fn hit_rate_limits(
+        &self,
+        buckets: &[&str],
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<Vec<RateWindow>> {
+        self.inner.hit_rate_limits(buckets, window_secs, now).await
+    }
+
     async fn role_names(&self) -> StoreResult<Vec<String>> {
         self.inner.role_names().await
     }
@@ -235,6 +244,10 @@ impl Store for CachedStore {
 
     async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
         self.inner.finish_mail(id, result, now).await
+    }
+
+    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
+        self.inner.finish_mails(outcomes, now).await
     }
 
     async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {

@@ -114,13 +114,28 @@ pub trait Store:
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Counts one hit in the fixed window `bucket` and returns the window's state.
+    /// Counts one hit in the fixed window of each of `buckets` and returns each
+    /// window's state, in the order given. All buckets in one statement, because
+    /// every write round trip queues on SQLite's single writer.
+    async fn hit_rate_limits(
+        &self,
+        buckets: &[&str],
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<Vec<RateWindow>>;
+
+    /// [`Store::hit_rate_limits`] for a single bucket.
     async fn hit_rate_limit(
         &self,
         bucket: &str,
         window_secs: i64,
         now: i64,
-    ) -> StoreResult<RateWindow>;
+    ) -> StoreResult<RateWindow> {
+        self.hit_rate_limits(&[bucket], window_secs, now)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket} not returned")))
+    }
 
     /// The names of all roles, built-in and custom.
     async fn role_names(&self) -> StoreResult<Vec<String>>;
@@ -204,7 +219,14 @@ pub trait Store:
 
     /// Records the outcome of a delivery attempt. Only a `queued` mail changes, so
     /// a final state, once written, is never overwritten.
-    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()>;
+    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
+        self.finish_mails(&[(id.to_owned(), result)], now).await
+    }
+
+    /// [`Store::finish_mail`] for several mails (`(id, outcome)` pairs) in as few
+    /// statements as the outcomes allow, so the worker takes SQLite's single
+    /// writer once per batch rather than once per mail.
+    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()>;
 
     /// A page of the outbox, newest first, without bodies.
     async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>>;

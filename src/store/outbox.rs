@@ -60,31 +60,73 @@ pub(crate) fn outbox_entry(row: OutboxEntryRow) -> StoreResult<OutboxEntry> {
 macro_rules! impl_outbox_sql {
     ($store:ty) => {
         impl $store {
-            pub(crate) async fn finish_mail_sql(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
-                let query = match result {
-                    MailResult::Sent => sqlx::query(
-                        "UPDATE outbox SET status = 'sent', sent_at = $2, attempts = attempts + 1, sealed_body = '', last_error = NULL \
-                         WHERE id = $1 AND status = 'queued'",
-                    )
-                    .bind(id)
-                    .bind(now),
-                    MailResult::Retry { next_attempt_at, error } => sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1 AND status = 'queued'",
-                    )
-                    .bind(id)
-                    .bind(next_attempt_at)
-                    .bind(error),
-                    MailResult::Failed { error } => sqlx::query(
-                        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1 AND status = 'queued'",
-                    )
-                    .bind(id)
-                    .bind(error),
-                    MailResult::Expired => sqlx::query(
-                        "UPDATE outbox SET status = 'expired', sealed_body = '' WHERE id = $1 AND status = 'queued'",
-                    )
-                    .bind(id),
+            pub(crate) async fn finish_mails_sql(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
+                // Sent and expired mails need nothing per row, so each kind is one
+                // `id IN (…)` statement; retries and failures carry their own error and
+                // time and keep one statement each (rare under load). With more than
+                // one statement they share a transaction: one commit, one writer turn.
+                let sent: Vec<&str> = outcomes.iter().filter(|(_, r)| matches!(r, MailResult::Sent)).map(|(id, _)| id.as_str()).collect();
+                let expired: Vec<&str> = outcomes.iter().filter(|(_, r)| matches!(r, MailResult::Expired)).map(|(id, _)| id.as_str()).collect();
+                let singles: Vec<&(String, MailResult)> =
+                    outcomes.iter().filter(|(_, r)| !matches!(r, MailResult::Sent | MailResult::Expired)).collect();
+                let statements = usize::from(!sent.is_empty()) + usize::from(!expired.is_empty()) + singles.len();
+                if statements == 0 {
+                    return Ok(());
+                }
+                let in_list = |first: usize, count: usize| {
+                    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
                 };
-                query.execute(&self.writer).await?;
+                let sent_sql = format!(
+                    "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, sealed_body = '', last_error = NULL \
+                     WHERE status = 'queued' AND id IN ({})",
+                    in_list(2, sent.len())
+                );
+                let expired_sql = format!(
+                    "UPDATE outbox SET status = 'expired', sealed_body = '' WHERE status = 'queued' AND id IN ({})",
+                    in_list(1, expired.len())
+                );
+                let mut queries = Vec::with_capacity(statements);
+                if !sent.is_empty() {
+                    let mut query = sqlx::query(&sent_sql).bind(now);
+                    for id in &sent {
+                        query = query.bind(*id);
+                    }
+                    queries.push(query);
+                }
+                if !expired.is_empty() {
+                    let mut query = sqlx::query(&expired_sql);
+                    for id in &expired {
+                        query = query.bind(*id);
+                    }
+                    queries.push(query);
+                }
+                for (id, result) in singles {
+                    queries.push(match result {
+                        MailResult::Retry { next_attempt_at, error } => sqlx::query(
+                            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1 AND status = 'queued'",
+                        )
+                        .bind(id)
+                        .bind(*next_attempt_at)
+                        .bind(error),
+                        MailResult::Failed { error } => sqlx::query(
+                            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1 AND status = 'queued'",
+                        )
+                        .bind(id)
+                        .bind(error),
+                        MailResult::Sent | MailResult::Expired => continue,
+                    });
+                }
+                if queries.len() == 1 {
+                    for query in queries {
+                        query.execute(&self.writer).await?;
+                    }
+                    return Ok(());
+                }
+                let mut tx = self.writer.begin().await?;
+                for query in queries {
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 

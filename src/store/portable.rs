@@ -134,20 +134,39 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn hit_rate_limit(&self, bucket: &str, window_secs: i64, now: i64) -> StoreResult<RateWindow> {
-                let (window_start, hits): (i64, i64) = sqlx::query_as(
-                    "INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1) \
+            async fn hit_rate_limits(&self, buckets: &[&str], window_secs: i64, now: i64) -> StoreResult<Vec<RateWindow>> {
+                if buckets.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // One multi-row upsert for all buckets: one round trip on the writer
+                // instead of one per bucket. A bucket named twice is counted once
+                // (Postgres refuses to update one row twice in a statement).
+                let mut distinct: Vec<&str> = buckets.to_vec();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let values: Vec<String> = (0..distinct.len()).map(|i| format!("(${}, $1, 1)", i + 3)).collect();
+                let sql = format!(
+                    "INSERT INTO rate_limits (bucket, window_start, hits) VALUES {} \
                      ON CONFLICT (bucket) DO UPDATE SET \
-                       hits = CASE WHEN rate_limits.window_start <= $3 THEN 1 ELSE rate_limits.hits + 1 END, \
-                       window_start = CASE WHEN rate_limits.window_start <= $3 THEN $2 ELSE rate_limits.window_start END \
-                     RETURNING window_start, hits",
-                )
-                .bind(bucket)
-                .bind(now)
-                .bind(now - window_secs)
-                .fetch_one(&self.writer)
-                .await?;
-                Ok(RateWindow { count: hits, resets_at: window_start + window_secs })
+                       hits = CASE WHEN rate_limits.window_start <= $2 THEN 1 ELSE rate_limits.hits + 1 END, \
+                       window_start = CASE WHEN rate_limits.window_start <= $2 THEN $1 ELSE rate_limits.window_start END \
+                     RETURNING bucket, window_start, hits",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query_as::<_, (String, i64, i64)>(&sql).bind(now).bind(now - window_secs);
+                for bucket in &distinct {
+                    query = query.bind(*bucket);
+                }
+                let rows = query.fetch_all(&self.writer).await?;
+                buckets
+                    .iter()
+                    .map(|bucket| {
+                        rows.iter()
+                            .find(|(name, _, _)| name == bucket)
+                            .map(|&(_, window_start, hits)| RateWindow { count: hits, resets_at: window_start + window_secs })
+                            .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket} not returned")))
+                    })
+                    .collect()
             }
 
             async fn role_names(&self) -> StoreResult<Vec<String>> {
@@ -156,19 +175,19 @@ macro_rules! impl_store {
             }
 
             async fn is_eligible(&self, email: &Email) -> StoreResult<bool> {
-                let member: Option<(String,)> = sqlx::query_as("SELECT status FROM members WHERE email = $1")
-                    .bind(email.as_str())
-                    .fetch_optional(&self.reader)
-                    .await?;
-                if let Some((status,)) = member {
-                    return Ok(status == MemberStatus::Active.as_str());
-                }
-                // Selects the key rather than `1`: a literal is INT4 on Postgres and would not decode as i64.
-                let listed: Option<(String,)> = sqlx::query_as("SELECT email FROM eligible_emails WHERE email = $1")
-                    .bind(email.as_str())
-                    .fetch_optional(&self.reader)
-                    .await?;
-                Ok(listed.is_some())
+                // One round trip: the member's status and the allowlist entry side by
+                // side (keys and statuses, not literals, so both decode as text).
+                let (status, listed): (Option<String>, Option<String>) = sqlx::query_as(
+                    "SELECT (SELECT status FROM members WHERE email = $1), \
+                            (SELECT email FROM eligible_emails WHERE email = $1)",
+                )
+                .bind(email.as_str())
+                .fetch_one(&self.reader)
+                .await?;
+                Ok(match status {
+                    Some(status) => status == MemberStatus::Active.as_str(),
+                    None => listed.is_some(),
+                })
             }
 
             async fn create_magic_link(&self, link: NewMagicLink, mail: NewMail, audit: AuditEntry) -> StoreResult<()> {
@@ -235,10 +254,16 @@ macro_rules! impl_store {
                 let Some((email, redirect_to)) = link else {
                     return Ok(None);
                 };
-                let existing: Option<(String, String)> = sqlx::query_as("SELECT id, status FROM members WHERE email = $1")
-                    .bind(&email)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                // Finding a returning member and stamping their sign-in is one statement.
+                // A member who may not sign in is stamped too, but the early return drops
+                // the transaction, which rolls that back along with the link's consumption.
+                let existing: Option<(String, String)> = sqlx::query_as(
+                    "UPDATE members SET last_login_at = $2 WHERE email = $1 RETURNING id, status",
+                )
+                .bind(&email)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
                 let (member_id, created) = match existing {
                     Some((_, status)) if status != MemberStatus::Active.as_str() => return Ok(None),
                     Some((id, _)) => (id, false),
@@ -255,7 +280,7 @@ macro_rules! impl_store {
                         // member. SQLite serialises them; on Postgres the loser waits for the
                         // winner's commit here and then signs in to the member it created.
                         let inserted = sqlx::query(
-                            "INSERT INTO members (id, email, status, created_at) VALUES ($1, $2, 'active', $3) \
+                            "INSERT INTO members (id, email, status, created_at, last_login_at) VALUES ($1, $2, 'active', $3, $3) \
                              ON CONFLICT (email) DO NOTHING",
                         )
                         .bind(&id)
@@ -265,10 +290,13 @@ macro_rules! impl_store {
                         .await?
                         .rows_affected();
                         if inserted == 0 {
-                            let (id, status): (String, String) = sqlx::query_as("SELECT id, status FROM members WHERE email = $1")
-                                .bind(&email)
-                                .fetch_one(&mut *tx)
-                                .await?;
+                            let (id, status): (String, String) = sqlx::query_as(
+                                "UPDATE members SET last_login_at = $2 WHERE email = $1 RETURNING id, status",
+                            )
+                            .bind(&email)
+                            .bind(now)
+                            .fetch_one(&mut *tx)
+                            .await?;
                             if status != MemberStatus::Active.as_str() {
                                 return Ok(None);
                             }
@@ -295,11 +323,6 @@ macro_rules! impl_store {
                         }
                     }
                 };
-                sqlx::query("UPDATE members SET last_login_at = $2 WHERE id = $1")
-                    .bind(&member_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
                 sqlx::query("INSERT INTO sessions (id, member_id, created_at, ip) VALUES ($1, $2, $3, $4)")
                     .bind(&session.id)
                     .bind(&member_id)
@@ -319,8 +342,6 @@ macro_rules! impl_store {
                 .bind(session.refresh.expires_at)
                 .execute(&mut *tx)
                 .await?;
-                let member = load_member!(&mut *tx, &member_id, now)
-                    .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
                 insert_audit!(
                     tx,
                     AuditEntry::new("auth.signed_in")
@@ -331,38 +352,44 @@ macro_rules! impl_store {
                     now
                 );
                 tx.commit().await?;
+                // Read after commit from the reader pool, so the writer is not held for it.
+                let member = load_member!(&self.reader, &member_id, now)
+                    .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
                 Ok(Some(SignedIn { member, session_id: session.id, redirect_to, created }))
             }
 
             async fn rotate_refresh_token(&self, presented: &TokenHash, next: NewRefreshToken, now: i64) -> StoreResult<RefreshOutcome> {
                 let mut tx = self.writer.begin().await?;
-                let row: Option<(String, String, String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
-                    "SELECT id, family_id, member_id, expires_at, revoked_at, replaced_by \
-                     FROM refresh_tokens WHERE token_hash = $1",
+                // The happy path is one conditional claim: every check a rotation needs
+                // (unused, unrevoked, unexpired, live session, active member) sits in the
+                // WHERE clause, so a good token costs BEGIN, this, the INSERT and COMMIT on
+                // the single writer. Concurrent use of one token: the loser finds
+                // `replaced_by` set (on Postgres after waiting for the winner's row lock)
+                // and falls through to the reuse branch below.
+                let claimed: Option<(String, String)> = sqlx::query_as(
+                    "UPDATE refresh_tokens SET replaced_by = $2 \
+                     WHERE token_hash = $1 AND replaced_by IS NULL AND revoked_at IS NULL AND expires_at > $3 \
+                       AND EXISTS (SELECT s.id FROM sessions s JOIN members m ON m.id = refresh_tokens.member_id \
+                                   WHERE s.id = refresh_tokens.family_id AND s.revoked_at IS NULL AND m.status = 'active') \
+                     RETURNING family_id, member_id",
                 )
                 .bind(presented.as_str())
+                .bind(&next.id)
+                .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((id, family, member_id, expires_at, revoked_at, replaced_by)) = row else {
-                    return Ok(RefreshOutcome::Invalid);
-                };
-                let reused = if replaced_by.is_some() {
-                    true
-                } else if revoked_at.is_some() || expires_at <= now {
-                    return Ok(RefreshOutcome::Invalid);
-                } else {
-                    // Zero rows means a concurrent request rotated it first: that is reuse too.
-                    sqlx::query(
-                        "UPDATE refresh_tokens SET replaced_by = $2 WHERE id = $1 AND replaced_by IS NULL AND revoked_at IS NULL",
+                let Some((family, member_id)) = claimed else {
+                    // No claim: tell a replayed token (which revokes its family) from one
+                    // that is merely unknown, revoked, expired or whose owner may not sign in.
+                    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+                        "SELECT family_id, member_id, replaced_by FROM refresh_tokens WHERE token_hash = $1",
                     )
-                    .bind(&id)
-                    .bind(&next.id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 0
-                };
-                if reused {
+                    .bind(presented.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((family, member_id, Some(_))) = row else {
+                        return Ok(RefreshOutcome::Invalid);
+                    };
                     revoke_session_in!(tx, &family, now);
                     insert_audit!(
                         tx,
@@ -374,14 +401,6 @@ macro_rules! impl_store {
                     );
                     tx.commit().await?;
                     return Ok(RefreshOutcome::Reused { member_id, session_id: family });
-                }
-                let live: Option<(String,)> = sqlx::query_as("SELECT id FROM sessions WHERE id = $1 AND revoked_at IS NULL")
-                    .bind(&family)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let member = load_member!(&mut *tx, &member_id, now);
-                let Some(member) = member.filter(|m| live.is_some() && m.status == MemberStatus::Active) else {
-                    return Ok(RefreshOutcome::Invalid);
                 };
                 sqlx::query(
                     "INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
@@ -396,6 +415,14 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                // The member (with roles, for the access token) is read after commit from
+                // the reader pool, off the single writer. A member deleted or suspended in
+                // between gets no tokens; their sessions are being revoked anyway.
+                let member = load_member!(&self.reader, &member_id, now)
+                    .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
+                if member.status != MemberStatus::Active {
+                    return Ok(RefreshOutcome::Invalid);
+                }
                 Ok(RefreshOutcome::Rotated { member, session_id: family })
             }
 
@@ -518,8 +545,8 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
-                self.finish_mail_sql(id, result, now).await
+            async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
+                self.finish_mails_sql(outcomes, now).await
             }
 
             async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {

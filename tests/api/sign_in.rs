@@ -156,10 +156,13 @@ async fn a_link_works_once(backend: Backend) {
 }
 
 async fn an_expired_link_is_refused(backend: Backend) {
-    let app = TestApp::spawn_with(backend, &[("link_ttl_secs", "1")]).await;
+    // Times are whole seconds: with a 1 s TTL the worker had to send the mail
+    // before the clock's next tick, which a loaded machine (the full suite on
+    // two cores) sometimes missed, expiring the mail unsent. 3 s leaves it 2 s.
+    let app = TestApp::spawn_with(backend, &[("link_ttl_secs", "3")]).await;
     app.request_link(ADMIN).await;
     let mail = app.next_mail_to(ADMIN).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let response = app
         .post_json("/v1/auth/verify", json!({ "token": mail.token }))
         .await;

@@ -53,6 +53,41 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_session(backend: Backend) {
     .await;
 }
 
+/// One refresh token presented several times at once (a stolen copy racing the
+/// client): exactly one rotation wins, and the losers count as reuse, which
+/// revokes the whole session, the winner's new token included.
+async fn concurrent_refreshes_of_one_token_rotate_once_and_revoke_the_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let first = app.sign_in(ADMIN).await;
+    let body = json!({ "refresh_token": str_of(&first, "refresh_token") });
+    let responses = futures_util::future::join_all(
+        (0..4).map(|_| app.post_json("/v1/auth/refresh", body.clone())),
+    )
+    .await;
+    let mut winners = Vec::new();
+    for response in responses {
+        match response.status().as_u16() {
+            200 => winners.push(response.json::<Value>().await.unwrap()),
+            401 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one rotation wins");
+    let winner = &winners[0];
+    let newest = app
+        .post_json(
+            "/v1/auth/refresh",
+            json!({ "refresh_token": str_of(winner, "refresh_token") }),
+        )
+        .await;
+    assert_problem(newest, 401).await;
+    assert_problem(
+        app.get_as("/v1/me", str_of(winner, "access_token")).await,
+        401,
+    )
+    .await;
+}
+
 async fn logout_ends_the_session_everywhere(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let session = app.sign_in(ADMIN).await;
@@ -234,6 +269,7 @@ async fn roles_in_the_token_follow_the_store(backend: Backend) {
 
 backend_tests!(
     refresh_tokens_rotate_and_reuse_revokes_the_session,
+    concurrent_refreshes_of_one_token_rotate_once_and_revoke_the_session,
     logout_ends_the_session_everywhere,
     deleting_myself_revokes_every_session_and_stops_sign_in,
     forged_and_stale_access_tokens_are_refused,
