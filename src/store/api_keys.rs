@@ -101,7 +101,8 @@ macro_rules! impl_api_key_store {
         #[async_trait::async_trait]
         impl $crate::store::ApiKeyStore for $store {
             async fn create_api_key(&self, member: &MemberId, key: NewApiKey, audit: AuditEntry, now: i64) -> StoreResult<bool> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let live: Option<(String,)> = sqlx::query_as("SELECT id FROM members WHERE id = $1 AND status = 'active'")
                     .bind(member.as_str())
                     .fetch_optional(&mut *tx)
@@ -147,7 +148,8 @@ macro_rules! impl_api_key_store {
             }
 
             async fn revoke_api_key(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<bool> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let revoked = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                     .bind(id)
                     .bind(now)
@@ -166,7 +168,7 @@ macro_rules! impl_api_key_store {
                 sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
                     .bind(id)
                     .bind(now)
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await?;
                 Ok(())
             }

@@ -26,7 +26,8 @@ macro_rules! impl_member_store {
             }
 
             async fn set_member_status(&self, id: &MemberId, status: MemberStatus, audit: AuditEntry, now: i64) -> StoreResult<Option<Member>> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let was_admin = $crate::store::members::load_or_none!(tx, id.as_str(), now);
                 sqlx::query("UPDATE members SET status = $2 WHERE id = $1")
                     .bind(id.as_str())
@@ -40,7 +41,8 @@ macro_rules! impl_member_store {
             }
 
             async fn set_member_roles(&self, id: &MemberId, roles: &[Role], audit: AuditEntry, now: i64) -> StoreResult<Option<Member>> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 $crate::store::members::ensure_roles_exist!(tx, roles);
                 let was_admin = $crate::store::members::load_or_none!(tx, id.as_str(), now);
                 let current: Vec<(String,)> = sqlx::query_as("SELECT role FROM member_roles WHERE member_id = $1")
@@ -72,7 +74,8 @@ macro_rules! impl_member_store {
             }
 
             async fn grant_member_role(&self, id: &MemberId, grant: &RoleGrant, audit: AuditEntry, now: i64) -> StoreResult<Option<Member>> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 $crate::store::members::ensure_roles_exist!(tx, [&grant.role]);
                 let was_admin = $crate::store::members::load_or_none!(tx, id.as_str(), now);
                 sqlx::query(
@@ -91,7 +94,8 @@ macro_rules! impl_member_store {
             }
 
             async fn revoke_member_role(&self, id: &MemberId, role: &Role, audit: AuditEntry, now: i64) -> StoreResult<Option<Member>> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let was_admin = $crate::store::members::load_or_none!(tx, id.as_str(), now);
                 sqlx::query("DELETE FROM member_roles WHERE member_id = $1 AND role = $2")
                     .bind(id.as_str())
@@ -102,7 +106,8 @@ macro_rules! impl_member_store {
             }
 
             async fn revoke_member_sessions(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<Option<u64>> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 if $crate::store::portable::load_member!(&mut *tx, id.as_str(), now).is_none() {
                     return Ok(None);
                 }
@@ -113,7 +118,8 @@ macro_rules! impl_member_store {
             }
 
             async fn onboard_member(&self, email: &Email, roles: &[Role], key: Option<NewApiKey>, audit: AuditEntry, now: i64) -> StoreResult<Member> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 $crate::store::members::ensure_roles_exist!(tx, roles);
                 let existing: Option<(String,)> = sqlx::query_as("SELECT id FROM members WHERE email = $1")
                     .bind(email.as_str())
@@ -180,7 +186,8 @@ macro_rules! impl_member_store {
             }
 
             async fn create_role(&self, role: &Role, description: &str, audit: AuditEntry, now: i64) -> StoreResult<()> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let created = sqlx::query(
                     "INSERT INTO roles (name, description, builtin, created_at) VALUES ($1, $2, FALSE, $3) ON CONFLICT (name) DO NOTHING",
                 )
@@ -199,7 +206,8 @@ macro_rules! impl_member_store {
             }
 
             async fn delete_role(&self, role: &Role, force: bool, audit: AuditEntry, now: i64) -> StoreResult<()> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let found: Option<(i64,)> = sqlx::query_as("SELECT CAST(CASE WHEN builtin THEN 1 ELSE 0 END AS BIGINT) FROM roles WHERE name = $1")
                     .bind(role.as_str())
                     .fetch_optional(&mut *tx)

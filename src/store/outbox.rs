@@ -118,11 +118,12 @@ macro_rules! impl_outbox_sql {
                 }
                 if queries.len() == 1 {
                     for query in queries {
-                        query.execute(&self.writer).await?;
+                        query.execute(&mut *self.write().await?).await?;
                     }
                     return Ok(());
                 }
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 for query in queries {
                     query.execute(&mut *tx).await?;
                 }
@@ -173,7 +174,8 @@ macro_rules! impl_outbox_sql {
             }
 
             pub(crate) async fn requeue_failed_mail_sql(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<RequeueOutcome> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let requeued: Option<$crate::store::outbox::OutboxEntryRow> = sqlx::query_as(&format!(
                     "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $2 \
                      WHERE id = $1 AND status = 'failed' RETURNING {}",

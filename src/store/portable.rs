@@ -157,7 +157,7 @@ macro_rules! impl_store {
                 for bucket in &distinct {
                     query = query.bind(*bucket);
                 }
-                let rows = query.fetch_all(&self.writer).await?;
+                let rows = query.fetch_all(&mut *self.write().await?).await?;
                 buckets
                     .iter()
                     .map(|bucket| {
@@ -191,7 +191,8 @@ macro_rules! impl_store {
             }
 
             async fn create_magic_link(&self, link: NewMagicLink, mail: NewMail, audit: AuditEntry) -> StoreResult<()> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 sqlx::query(
                     "INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -232,7 +233,7 @@ macro_rules! impl_store {
                 .bind(email.as_str())
                 .bind(now)
                 .bind(max_attempts)
-                .fetch_all(&self.writer)
+                .fetch_all(&mut *self.write().await?)
                 .await?;
                 Ok(rows
                     .into_iter()
@@ -241,7 +242,8 @@ macro_rules! impl_store {
             }
 
             async fn redeem_magic_link(&self, token_hash: &TokenHash, session: NewSession, now: i64) -> StoreResult<Option<SignedIn>> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let link: Option<(String, Option<String>)> = sqlx::query_as(
                     "UPDATE magic_links SET consumed_at = $2 \
                      WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > $2 \
@@ -352,6 +354,7 @@ macro_rules! impl_store {
                     now
                 );
                 tx.commit().await?;
+                drop(writer);
                 // Read after commit from the reader pool, so the writer is not held for it.
                 let member = load_member!(&self.reader, &member_id, now)
                     .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
@@ -359,7 +362,8 @@ macro_rules! impl_store {
             }
 
             async fn rotate_refresh_token(&self, presented: &TokenHash, next: NewRefreshToken, now: i64) -> StoreResult<RefreshOutcome> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 // The happy path is one conditional claim: every check a rotation needs
                 // (unused, unrevoked, unexpired, live session, active member) sits in the
                 // WHERE clause, so a good token costs BEGIN, this, the INSERT and COMMIT on
@@ -415,6 +419,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                drop(writer);
                 // The member (with roles, for the access token) is read after commit from
                 // the reader pool, off the single writer. A member deleted or suspended in
                 // between gets no tokens; their sessions are being revoked anyway.
@@ -427,7 +432,8 @@ macro_rules! impl_store {
             }
 
             async fn revoke_session(&self, session_id: &str, audit: AuditEntry, now: i64) -> StoreResult<bool> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let revoked = revoke_session_in!(tx, session_id, now);
                 if revoked > 0 {
                     insert_audit!(tx, audit, now);
@@ -455,7 +461,8 @@ macro_rules! impl_store {
             }
 
             async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let was_admin = load_member!(&mut *tx, id.as_str(), now)
                     .is_some_and(|m| m.status == MemberStatus::Active && m.has_role(Role::ADMIN));
                 let deleted = sqlx::query("UPDATE members SET status = 'deleted' WHERE id = $1 AND status <> 'deleted'")
@@ -487,7 +494,8 @@ macro_rules! impl_store {
             }
 
             async fn bootstrap_admins(&self, emails: &[Email], now: i64) -> StoreResult<()> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 for email in emails {
                     let existing: Option<(String,)> = sqlx::query_as("SELECT roles FROM eligible_emails WHERE email = $1")
                         .bind(email.as_str())
@@ -540,7 +548,7 @@ macro_rules! impl_store {
             }
 
             async fn record_audit(&self, entry: AuditEntry, now: i64) -> StoreResult<()> {
-                let mut conn = self.writer.acquire().await?;
+                let mut conn = self.write().await?;
                 insert_audit!(conn, entry, now);
                 Ok(())
             }
@@ -563,7 +571,8 @@ macro_rules! impl_store {
 
             async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
                 const DAY: i64 = 86_400;
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let mut purged = 0;
                 for (sql, cutoff) in [
                     ("DELETE FROM magic_links WHERE expires_at < $1", now - DAY),

@@ -69,6 +69,11 @@ impl PostgresStore {
             reader: pool,
         })
     }
+
+    /// A connection for writing: any of the pool's, as Postgres takes concurrent writers.
+    async fn write(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        Ok(self.writer.acquire().await?)
+    }
 }
 
 impl_store!(PostgresStore, {
@@ -106,7 +111,7 @@ impl_store!(PostgresStore, {
         .bind(now)
         .bind(now + lease_secs)
         .bind(limit)
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.write().await?)
         .await?;
         Ok(rows.into_iter().map(super::outbox_mail).collect())
     }

@@ -64,7 +64,8 @@ macro_rules! impl_roster_store {
                 import: RosterImport,
                 mut chunks: tokio::sync::mpsc::Receiver<ImportChunk>,
             ) -> StoreResult<Option<UpsertCounts>> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let mut counts = UpsertCounts::default();
                 let totals = loop {
                     match chunks.recv().await {
@@ -131,7 +132,8 @@ macro_rules! impl_roster_store {
             }
 
             async fn remove_eligible(&self, email: &Email, audit: AuditEntry, now: i64) -> StoreResult<bool> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let removed = sqlx::query("DELETE FROM eligible_emails WHERE email = $1")
                     .bind(email.as_str())
                     .execute(&mut *tx)
@@ -161,7 +163,8 @@ macro_rules! impl_roster_store {
             }
 
             async fn withdraw_batch(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<Option<u64>> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let known: Option<(String,)> = sqlx::query_as("SELECT id FROM import_batches WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)

@@ -1,15 +1,21 @@
 //! The embedded default: one SQLite file in WAL mode.
 //!
-//! Writes go through a pool of exactly one connection: SQLite has a single writer
-//! anyway, and queueing in-process is far cheaper than `SQLITE_BUSY` retries.
-//! Reads use a separate pool and run concurrently with the writer (WAL).
+//! Writes go through exactly one connection, held for good behind a fair async
+//! mutex: SQLite has a single writer anyway, and queueing in-process is far
+//! cheaper than `SQLITE_BUSY` retries. Not a pool of one: sqlx pings a pooled
+//! connection every time it is released, and on SQLite that ping is one more
+//! round trip to the connection's thread, on the one writer everything waits for.
+//! Reads use a pool and run concurrently with the writer (WAL).
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::api_keys::impl_api_key_store;
 use super::audit::impl_audit_store;
@@ -25,9 +31,12 @@ impl_api_key_store!(SqliteStore);
 impl_audit_store!(SqliteStore);
 
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Mutex<SqliteConnection>,
     reader: SqlitePool,
 }
+
+/// How long a write waits for the writer before the request gets a 503.
+const WRITER_TIMEOUT: Duration = Duration::from_secs(10);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -46,12 +55,7 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
+        let writer = Mutex::new(options.connect().await?);
         let reader = SqlitePoolOptions::new()
             .max_connections(max_readers.max(1))
             .test_before_acquire(false)
@@ -60,11 +64,18 @@ impl SqliteStore {
             .await?;
         Ok(Self { writer, reader })
     }
+
+    /// The writer connection, once every earlier write is done.
+    async fn write(&self) -> StoreResult<MutexGuard<'_, SqliteConnection>> {
+        tokio::time::timeout(WRITER_TIMEOUT, self.writer.lock())
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer is busy".into()))
+    }
 }
 
 impl_store!(SqliteStore, {
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.writer).await?;
+        MIGRATOR.run_direct(&mut *self.write().await?).await?;
         Ok(())
     }
 
@@ -92,7 +103,7 @@ impl_store!(SqliteStore, {
         .bind(now)
         .bind(now + lease_secs)
         .bind(limit)
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.write().await?)
         .await?;
         Ok(rows.into_iter().map(super::outbox_mail).collect())
     }
