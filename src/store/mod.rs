@@ -264,32 +264,6 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> StoreResult<Dyn
     }
 }
 
-/// Builds an [`OutboxMail`] from the column tuple both backends' claim queries return.
-#[allow(clippy::type_complexity)]
-fn outbox_mail(
-    (id, kind, recipient, subject, sealed_body, attempts, created_at, expires_at): (
-        String,
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        Option<i64>,
-    ),
-) -> OutboxMail {
-    OutboxMail {
-        id,
-        kind,
-        recipient,
-        subject,
-        sealed_body,
-        attempts,
-        created_at,
-        expires_at,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::is_transient;

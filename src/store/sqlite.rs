@@ -85,16 +85,7 @@ impl_store!(SqliteStore, {
         lease_secs: i64,
         limit: i64,
     ) -> StoreResult<Vec<OutboxMail>> {
-        let rows: Vec<(
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            Option<i64>,
-        )> = sqlx::query_as(
+        let claimed: Vec<OutboxMail> = sqlx::query_as(
             "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
                SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1 \
                ORDER BY next_attempt_at LIMIT $3) \
@@ -105,6 +96,6 @@ impl_store!(SqliteStore, {
         .bind(limit)
         .fetch_all(&mut *self.write().await?)
         .await?;
-        Ok(rows.into_iter().map(super::outbox_mail).collect())
+        Ok(claimed)
     }
 });

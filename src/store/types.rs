@@ -91,7 +91,7 @@ pub struct NewMail {
     pub expires_at: Option<i64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxMail {
     pub id: String,
     pub kind: String,
