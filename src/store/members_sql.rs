@@ -1,5 +1,25 @@
 //! The portable SQL of [`super::MemberStore`], instantiated per backend.
 
+/// Grants each of `$roles` (without expiry) to `$member` inside an open
+/// transaction; a role the member already holds keeps its grant.
+macro_rules! grant_roles {
+    ($tx:expr, $member:expr, $roles:expr, $granted_by:expr, $now:expr) => {
+        for role in $roles {
+            sqlx::query(
+                "INSERT INTO member_roles (member_id, role, granted_by, granted_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (member_id, role) DO NOTHING",
+            )
+            .bind($member)
+            .bind(role.as_str())
+            .bind($granted_by)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+pub(crate) use grant_roles;
+
 /// Implements [`crate::store::MemberStore`] for `$store` (which has `writer` and `reader` pools).
 macro_rules! impl_member_store {
     ($store:ty) => {
@@ -58,18 +78,7 @@ macro_rules! impl_member_store {
                             .await?;
                     }
                 }
-                for role in roles {
-                    sqlx::query(
-                        "INSERT INTO member_roles (member_id, role, granted_by, granted_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (member_id, role) DO NOTHING",
-                    )
-                    .bind(id.as_str())
-                    .bind(role.as_str())
-                    .bind(audit.actor.as_deref())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                $crate::store::members_sql::grant_roles!(tx, id.as_str(), roles, audit.actor.as_deref(), now);
                 $crate::store::members::finish_member_change!(tx, id.as_str(), was_admin, audit, now)
             }
 
@@ -147,18 +156,7 @@ macro_rules! impl_member_store {
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
-                for role in std::iter::once(&Role::member()).chain(roles) {
-                    sqlx::query(
-                        "INSERT INTO member_roles (member_id, role, granted_by, granted_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (member_id, role) DO NOTHING",
-                    )
-                    .bind(id.as_str())
-                    .bind(role.as_str())
-                    .bind(audit.actor.as_deref())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                $crate::store::members_sql::grant_roles!(tx, id.as_str(), std::iter::once(&Role::member()).chain(roles), audit.actor.as_deref(), now);
                 if let Some(key) = key {
                     $crate::store::api_keys::insert_api_key!(tx, key, id.as_str(), now);
                 }
