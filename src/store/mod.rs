@@ -16,7 +16,9 @@ mod portable;
 mod postgres;
 mod roster;
 mod roster_sql;
+mod sign_in;
 mod sqlite;
+mod sqlite_writer;
 mod types;
 
 use std::sync::Arc;

@@ -135,38 +135,7 @@ macro_rules! impl_store {
             }
 
             async fn hit_rate_limits(&self, buckets: &[&str], window_secs: i64, now: i64) -> StoreResult<Vec<RateWindow>> {
-                if buckets.is_empty() {
-                    return Ok(Vec::new());
-                }
-                // One multi-row upsert for all buckets: one round trip on the writer
-                // instead of one per bucket. A bucket named twice is counted once
-                // (Postgres refuses to update one row twice in a statement).
-                let mut distinct: Vec<&str> = buckets.to_vec();
-                distinct.sort_unstable();
-                distinct.dedup();
-                let values: Vec<String> = (0..distinct.len()).map(|i| format!("(${}, $1, 1)", i + 3)).collect();
-                let sql = format!(
-                    "INSERT INTO rate_limits (bucket, window_start, hits) VALUES {} \
-                     ON CONFLICT (bucket) DO UPDATE SET \
-                       hits = CASE WHEN rate_limits.window_start <= $2 THEN 1 ELSE rate_limits.hits + 1 END, \
-                       window_start = CASE WHEN rate_limits.window_start <= $2 THEN $1 ELSE rate_limits.window_start END \
-                     RETURNING bucket, window_start, hits",
-                    values.join(", ")
-                );
-                let mut query = sqlx::query_as::<_, (String, i64, i64)>(&sql).bind(now).bind(now - window_secs);
-                for bucket in &distinct {
-                    query = query.bind(*bucket);
-                }
-                let rows = query.fetch_all(&mut *self.write().await?).await?;
-                buckets
-                    .iter()
-                    .map(|bucket| {
-                        rows.iter()
-                            .find(|(name, _, _)| name == bucket)
-                            .map(|&(_, window_start, hits)| RateWindow { count: hits, resets_at: window_start + window_secs })
-                            .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket} not returned")))
-                    })
-                    .collect()
+                self.count_hits(buckets, window_secs, now).await
             }
 
             async fn role_names(&self) -> StoreResult<Vec<String>> {
@@ -191,37 +160,7 @@ macro_rules! impl_store {
             }
 
             async fn create_magic_link(&self, link: NewMagicLink, mail: NewMail, audit: AuditEntry) -> StoreResult<()> {
-                let mut writer = self.write().await?;
-                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                sqlx::query(
-                    "INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(link.token_hash.as_str())
-                .bind(link.email.as_str())
-                .bind(link.code_hash.as_str())
-                .bind(link.redirect_to)
-                .bind(link.created_at)
-                .bind(link.expires_at)
-                .bind(link.ip)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO outbox (id, kind, recipient, subject, sealed_body, status, created_at, next_attempt_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6, $7)",
-                )
-                .bind(mail.id)
-                .bind(mail.kind)
-                .bind(mail.recipient)
-                .bind(mail.subject)
-                .bind(mail.sealed_body)
-                .bind(mail.created_at)
-                .bind(mail.expires_at)
-                .execute(&mut *tx)
-                .await?;
-                insert_audit!(tx, audit, link.created_at);
-                tx.commit().await?;
-                Ok(())
+                self.insert_magic_link(link, mail, audit).await
             }
 
             async fn spend_code_attempt(&self, email: &Email, now: i64, max_attempts: i64) -> StoreResult<Vec<(TokenHash, TokenHash)>> {
@@ -242,149 +181,21 @@ macro_rules! impl_store {
             }
 
             async fn redeem_magic_link(&self, token_hash: &TokenHash, session: NewSession, now: i64) -> StoreResult<Option<SignedIn>> {
-                let mut writer = self.write().await?;
-                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                let link: Option<(String, Option<String>)> = sqlx::query_as(
-                    "UPDATE magic_links SET consumed_at = $2 \
-                     WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > $2 \
-                     RETURNING email, redirect_to",
-                )
-                .bind(token_hash.as_str())
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((email, redirect_to)) = link else {
+                let Some(redeemed) = self.redeem_link(token_hash, &session, now).await? else {
                     return Ok(None);
                 };
-                // Finding a returning member and stamping their sign-in is one statement.
-                // A member who may not sign in is stamped too, but the early return drops
-                // the transaction, which rolls that back along with the link's consumption.
-                let existing: Option<(String, String)> = sqlx::query_as(
-                    "UPDATE members SET last_login_at = $2 WHERE email = $1 RETURNING id, status",
-                )
-                .bind(&email)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let (member_id, created) = match existing {
-                    Some((_, status)) if status != MemberStatus::Active.as_str() => return Ok(None),
-                    Some((id, _)) => (id, false),
-                    None => {
-                        let entry: Option<(String,)> = sqlx::query_as("SELECT roles FROM eligible_emails WHERE email = $1")
-                            .bind(&email)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        let Some((preassigned,)) = entry else {
-                            return Ok(None);
-                        };
-                        let id = MemberId::new().to_string();
-                        // Two links of one new address redeemed at once race to create the
-                        // member. SQLite serialises them; on Postgres the loser waits for the
-                        // winner's commit here and then signs in to the member it created.
-                        let inserted = sqlx::query(
-                            "INSERT INTO members (id, email, status, created_at, last_login_at) VALUES ($1, $2, 'active', $3, $3) \
-                             ON CONFLICT (email) DO NOTHING",
-                        )
-                        .bind(&id)
-                        .bind(&email)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        if inserted == 0 {
-                            let (id, status): (String, String) = sqlx::query_as(
-                                "UPDATE members SET last_login_at = $2 WHERE email = $1 RETURNING id, status",
-                            )
-                            .bind(&email)
-                            .bind(now)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                            if status != MemberStatus::Active.as_str() {
-                                return Ok(None);
-                            }
-                            (id, false)
-                        } else {
-                            let roles = std::iter::once(Role::MEMBER).chain(preassigned.split(',').filter(|r| !r.is_empty()));
-                            for role in roles {
-                                sqlx::query(
-                                    "INSERT INTO member_roles (member_id, role, granted_at) \
-                                     SELECT $1, name, $3 FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
-                                )
-                                .bind(&id)
-                                .bind(role)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            sqlx::query("UPDATE eligible_emails SET claimed_by = $2 WHERE email = $1")
-                                .bind(&email)
-                                .bind(&id)
-                                .execute(&mut *tx)
-                                .await?;
-                            (id, true)
-                        }
-                    }
-                };
-                sqlx::query("INSERT INTO sessions (id, member_id, created_at, ip) VALUES ($1, $2, $3, $4)")
-                    .bind(&session.id)
-                    .bind(&member_id)
-                    .bind(now)
-                    .bind(&session.ip)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&session.refresh.id)
-                .bind(&session.id)
-                .bind(&member_id)
-                .bind(session.refresh.token_hash.as_str())
-                .bind(now)
-                .bind(session.refresh.expires_at)
-                .execute(&mut *tx)
-                .await?;
-                insert_audit!(
-                    tx,
-                    AuditEntry::new("auth.signed_in")
-                        .actor(member_id.clone())
-                        .target(member_id.clone())
-                        .ip(session.ip.clone())
-                        .details(serde_json::json!({ "session": session.id, "new_member": created })),
-                    now
-                );
-                tx.commit().await?;
-                drop(writer);
                 // Read after commit from the reader pool, so the writer is not held for it.
-                let member = load_member!(&self.reader, &member_id, now)
-                    .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
-                Ok(Some(SignedIn { member, session_id: session.id, redirect_to, created }))
+                let member = load_member!(&self.reader, &redeemed.member_id, now)
+                    .ok_or_else(|| StoreError::Corrupt(format!("member {} vanished", redeemed.member_id)))?;
+                Ok(Some(SignedIn { member, session_id: session.id, redirect_to: redeemed.redirect_to, created: redeemed.created }))
             }
 
             async fn rotate_refresh_token(&self, presented: &TokenHash, next: NewRefreshToken, now: i64) -> StoreResult<RefreshOutcome> {
-                let mut writer = self.write().await?;
-                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                // The happy path is one conditional claim: every check a rotation needs
-                // (unused, unrevoked, unexpired, live session, active member) sits in the
-                // WHERE clause, so a good token costs BEGIN, this, the INSERT and COMMIT on
-                // the single writer. Concurrent use of one token: the loser finds
-                // `replaced_by` set (on Postgres after waiting for the winner's row lock)
-                // and falls through to the reuse branch below.
-                let claimed: Option<(String, String)> = sqlx::query_as(
-                    "UPDATE refresh_tokens SET replaced_by = $2 \
-                     WHERE token_hash = $1 AND replaced_by IS NULL AND revoked_at IS NULL AND expires_at > $3 \
-                       AND EXISTS (SELECT s.id FROM sessions s JOIN members m ON m.id = refresh_tokens.member_id \
-                                   WHERE s.id = refresh_tokens.family_id AND s.revoked_at IS NULL AND m.status = 'active') \
-                     RETURNING family_id, member_id",
-                )
-                .bind(presented.as_str())
-                .bind(&next.id)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((family, member_id)) = claimed else {
+                let Some((family, member_id)) = self.claim_refresh_token(presented, &next, now).await? else {
                     // No claim: tell a replayed token (which revokes its family) from one
                     // that is merely unknown, revoked, expired or whose owner may not sign in.
+                    let mut writer = self.write().await?;
+                    let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                     let row: Option<(String, String, Option<String>)> = sqlx::query_as(
                         "SELECT family_id, member_id, replaced_by FROM refresh_tokens WHERE token_hash = $1",
                     )
@@ -406,20 +217,6 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     return Ok(RefreshOutcome::Reused { member_id, session_id: family });
                 };
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&next.id)
-                .bind(&family)
-                .bind(&member_id)
-                .bind(next.token_hash.as_str())
-                .bind(now)
-                .bind(next.expires_at)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                drop(writer);
                 // The member (with roles, for the access token) is read after commit from
                 // the reader pool, off the single writer. A member deleted or suspended in
                 // between gets no tokens; their sessions are being revoked anyway.

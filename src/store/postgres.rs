@@ -35,6 +35,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct PostgresStore {
     writer: PgPool,
     reader: PgPool,
+    /// Connections with `synchronous_commit = off`, for rate-limit counters only.
+    /// Every request from one address updates the same row, and a durable commit
+    /// holds that row's lock through a WAL flush, so durable counting would
+    /// serialise all of that address's requests on the disk. A crash may forget
+    /// the last moments of hits, which only makes a limit briefly more lenient.
+    counters: PgPool,
 }
 
 /// The Postgres migrations.
@@ -53,6 +59,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?.application_name("gatehouse");
+        let counters = PgPoolOptions::new()
+            .max_connections(max_connections.clamp(1, 4))
+            .min_connections(0)
+            .test_before_acquire(false)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(IDLE_TIMEOUT)
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(0)
@@ -67,11 +80,61 @@ impl PostgresStore {
         Ok(Self {
             writer: pool.clone(),
             reader: pool,
+            counters,
         })
     }
 
+    /// One multi-row upsert for all of a request's buckets: one round trip.
+    /// A bucket named twice is counted once (Postgres refuses to update one row
+    /// twice in a statement).
+    pub(super) async fn count_hits(
+        &self,
+        buckets: &[&str],
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<Vec<RateWindow>> {
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut distinct: Vec<&str> = buckets.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let values: Vec<String> = (0..distinct.len())
+            .map(|i| format!("(${}, $1, 1)", i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO rate_limits (bucket, window_start, hits) VALUES {} \
+             ON CONFLICT (bucket) DO UPDATE SET \
+               hits = CASE WHEN rate_limits.window_start <= $2 THEN 1 ELSE rate_limits.hits + 1 END, \
+               window_start = CASE WHEN rate_limits.window_start <= $2 THEN $1 ELSE rate_limits.window_start END \
+             RETURNING bucket, window_start, hits",
+            values.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String, i64, i64)>(&sql)
+            .bind(now)
+            .bind(now - window_secs);
+        for bucket in &distinct {
+            query = query.bind(*bucket);
+        }
+        let rows = query.fetch_all(&self.counters).await?;
+        buckets
+            .iter()
+            .map(|bucket| {
+                rows.iter()
+                    .find(|(name, _, _)| name == bucket)
+                    .map(|&(_, window_start, hits)| RateWindow {
+                        count: hits,
+                        resets_at: window_start + window_secs,
+                    })
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("rate limit bucket {bucket} not returned"))
+                    })
+            })
+            .collect()
+    }
+
     /// A connection for writing: any of the pool's, as Postgres takes concurrent writers.
-    async fn write(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    pub(super) async fn write(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
         Ok(self.writer.acquire().await?)
     }
 }

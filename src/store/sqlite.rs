@@ -5,9 +5,11 @@
 //! cheaper than `SQLITE_BUSY` retries. Not a pool of one: sqlx pings a pooled
 //! connection every time it is released, and on SQLite that ping is one more
 //! round trip to the connection's thread, on the one writer everything waits for.
-//! Reads use a pool and run concurrently with the writer (WAL).
+//! Reads use a pool and run concurrently with the writer (WAL). How writes
+//! avoid round trips on that one connection: `sqlite_writer.rs`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::ConnectOptions;
@@ -15,13 +17,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::MutexGuard;
 
 use super::api_keys::impl_api_key_store;
 use super::audit::impl_audit_store;
 use super::members_sql::impl_member_store;
 use super::portable::{impl_store, insert_audit, load_member, revoke_session_in};
 use super::roster_sql::impl_roster_store;
+use super::sqlite_writer::Writer;
 use super::*;
 use crate::domain::{MemberStatus, Role};
 
@@ -31,12 +34,9 @@ impl_api_key_store!(SqliteStore);
 impl_audit_store!(SqliteStore);
 
 pub struct SqliteStore {
-    writer: Mutex<SqliteConnection>,
+    pub(super) writer: Arc<Writer>,
     reader: SqlitePool,
 }
-
-/// How long a write waits for the writer before the request gets a 503.
-const WRITER_TIMEOUT: Duration = Duration::from_secs(10);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -55,7 +55,8 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
-        let writer = Mutex::new(options.connect().await?);
+        // Room for the batched link statements (one per batch size) beside the rest.
+        let writer = Writer::new(options.clone().statement_cache_capacity(400).connect().await?);
         let reader = SqlitePoolOptions::new()
             .max_connections(max_readers.max(1))
             .test_before_acquire(false)
@@ -65,11 +66,37 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
+    /// Counts a request's hits, each bucket once, in the writer's next group commit.
+    pub(super) async fn count_hits(
+        &self,
+        buckets: &[&str],
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<Vec<RateWindow>> {
+        let mut distinct: Vec<&str> = buckets.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let windows = futures_util::future::try_join_all(
+            distinct
+                .iter()
+                .map(|bucket| self.writer.hit_rate_limit(bucket, window_secs, now)),
+        )
+        .await?;
+        buckets
+            .iter()
+            .map(|bucket| {
+                distinct
+                    .iter()
+                    .position(|d| d == bucket)
+                    .map(|i| windows[i])
+                    .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket}")))
+            })
+            .collect()
+    }
+
     /// The writer connection, once every earlier write is done.
-    async fn write(&self) -> StoreResult<MutexGuard<'_, SqliteConnection>> {
-        tokio::time::timeout(WRITER_TIMEOUT, self.writer.lock())
-            .await
-            .map_err(|_| StoreError::Unavailable("the database writer is busy".into()))
+    pub(super) async fn write(&self) -> StoreResult<MutexGuard<'_, SqliteConnection>> {
+        self.writer.lock().await
     }
 }
 
