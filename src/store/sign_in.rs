@@ -10,7 +10,7 @@
 
 use sqlx::FromRow;
 
-use super::sqlite_writer::ScriptRows;
+use super::sqlite_writer::{Redemption, ScriptRows};
 use super::{
     AuditEntry, NewMagicLink, NewMail, NewRefreshToken, NewSession, PostgresStore, SqliteStore,
     StoreResult,
@@ -142,7 +142,11 @@ fn sign_in_audit(session: &NewSession, member_id: &str, created: bool) -> AuditE
         .actor(member_id)
         .target(member_id)
         .ip(session.ip.clone())
-        .details(serde_json::json!({ "session": session.id, "new_member": created }))
+        .details(sign_in_details(session, created))
+}
+
+fn sign_in_details(session: &NewSession, created: bool) -> serde_json::Value {
+    serde_json::json!({ "session": session.id, "new_member": created })
 }
 
 /// Makes the member for a first sign-in of an allowlisted address, inside an open
@@ -262,14 +266,36 @@ impl SqliteStore {
         script_row(&rows, 1)
     }
 
-    /// Two round trips on the writer for a returning member: consume the link and
-    /// stamp the member, then open the session and commit.
+    /// A returning member's link is redeemed in the writer's next group commit;
+    /// anything else (a new member, a refused link) takes two round trips on the
+    /// writer: consume the link and stamp the member, then open the session and
+    /// commit.
     pub(super) async fn redeem_link(
         &self,
         token_hash: &TokenHash,
         session: &NewSession,
         now: i64,
     ) -> StoreResult<Option<Redeemed>> {
+        let returning = self
+            .writer
+            .redeem_for_returning_member(Redemption {
+                token_hash: token_hash.as_str().to_owned(),
+                now,
+                session_id: session.id.clone(),
+                ip: session.ip.clone(),
+                refresh_id: session.refresh.id.clone(),
+                refresh_hash: session.refresh.token_hash.as_str().to_owned(),
+                refresh_expires_at: session.refresh.expires_at,
+                audit_details: sign_in_details(session, false).to_string(),
+            })
+            .await?;
+        if let Some((member_id, redirect_to)) = returning {
+            return Ok(Some(Redeemed {
+                member_id,
+                redirect_to,
+                created: false,
+            }));
+        }
         let mut writer = self.write().await?;
         let opened = sqlx::query(concat!(
             "BEGIN; ",

@@ -7,10 +7,11 @@
 //! - **Scripts.** A business operation sends its statements as one script,
 //!   `BEGIN` and `COMMIT` included: one round trip instead of one per statement
 //!   ([`Writer::script`]).
-//! - **Group commit.** The busiest writes, sign-in link requests and rate-limit
-//!   hits, are queued and committed many to a transaction by a flusher task
-//!   ([`Writer::insert_magic_link`], [`Writer::hit_rate_limit`]): one round trip
-//!   and one set of WAL pages for the whole queue, instead of one each.
+//! - **Group commit.** The busiest writes (sign-in link requests, rate-limit
+//!   hits, and links redeemed by returning members) are queued and committed
+//!   many to a transaction by a flusher task ([`Writer::insert_magic_link`],
+//!   [`Writer::hit_rate_limit`], [`Writer::redeem_for_returning_member`]): one
+//!   round trip and one set of WAL pages for the whole queue, instead of one each.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
@@ -42,6 +43,7 @@ pub(super) struct Writer {
     script_open: AtomicBool,
     links: SyncMutex<Queue<NewLink>>,
     hits: SyncMutex<Queue<Hit>>,
+    redemptions: SyncMutex<Queue<Redemption>>,
 }
 
 impl Writer {
@@ -51,6 +53,7 @@ impl Writer {
             script_open: AtomicBool::new(false),
             links: SyncMutex::default(),
             hits: SyncMutex::default(),
+            redemptions: SyncMutex::default(),
         })
     }
 
@@ -137,6 +140,18 @@ impl Writer {
             now,
         })
         .await
+    }
+
+    /// Redeems a link of a returning, active member, committed together with the
+    /// other redemptions waiting for the writer: consumes the link, stamps the
+    /// member and opens the session. `None` when the link is not one of those
+    /// (unknown, used, expired, or its member is new or may not sign in): then
+    /// nothing was changed and the caller takes the general path.
+    pub async fn redeem_for_returning_member(
+        self: &Arc<Self>,
+        redemption: Redemption,
+    ) -> StoreResult<Option<(String, Option<String>)>> {
+        self.submit(redemption).await
     }
 
     /// Queues `job` and waits for the transaction that commits it.
@@ -304,6 +319,95 @@ impl Grouped for NewLink {
     }
 }
 
+/// A sign-in link redeemed by a returning member, and the session it opens.
+pub(super) struct Redemption {
+    pub token_hash: String,
+    pub now: i64,
+    pub session_id: String,
+    pub ip: Option<String>,
+    pub refresh_id: String,
+    pub refresh_hash: String,
+    pub refresh_expires_at: i64,
+    pub audit_details: String,
+}
+
+impl Grouped for Redemption {
+    /// The member signed in and where the link redirects.
+    type Output = Option<(String, Option<String>)>;
+
+    fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>> {
+        &writer.redemptions
+    }
+
+    /// Five statements a redemption, each going ahead only if the one before
+    /// changed a row (`changes()` is the count of the last completed statement):
+    /// consume the link if its member is active, stamp the member, open the
+    /// session, issue its refresh token, audit.
+    fn script(n: usize) -> String {
+        let redemption = "UPDATE magic_links SET consumed_at = ? \
+             WHERE token_hash = ? AND consumed_at IS NULL AND expires_at > ? \
+               AND EXISTS (SELECT 1 FROM members m WHERE m.email = magic_links.email AND m.status = 'active') \
+             RETURNING email, redirect_to; \
+           UPDATE members SET last_login_at = ? \
+             WHERE changes() = 1 AND email = (SELECT email FROM magic_links WHERE token_hash = ?) RETURNING id; \
+           INSERT INTO sessions (id, member_id, created_at, ip) SELECT ?, id, ?, ? FROM members \
+             WHERE changes() = 1 AND email = (SELECT email FROM magic_links WHERE token_hash = ?); \
+           INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
+             SELECT ?, id, member_id, ?, ?, ? FROM sessions WHERE changes() = 1 AND id = ?; \
+           INSERT INTO audit_log (id, at, actor, action, target, details, ip) \
+             SELECT ?, ?, member_id, 'auth.signed_in', member_id, ?, ? FROM sessions WHERE changes() = 1 AND id = ?; ";
+        format!("BEGIN; {}COMMIT", redemption.repeat(n))
+    }
+
+    fn bind<'q>(batch: &'q [Self], mut script: Script<'q>) -> Script<'q> {
+        for r in batch {
+            script = script
+                // consume
+                .bind(r.now)
+                .bind(r.token_hash.as_str())
+                .bind(r.now)
+                // stamp
+                .bind(r.now)
+                .bind(r.token_hash.as_str())
+                // session
+                .bind(r.session_id.as_str())
+                .bind(r.now)
+                .bind(r.ip.as_deref())
+                .bind(r.token_hash.as_str())
+                // refresh token
+                .bind(r.refresh_id.as_str())
+                .bind(r.refresh_hash.as_str())
+                .bind(r.now)
+                .bind(r.refresh_expires_at)
+                .bind(r.session_id.as_str())
+                // audit
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(r.now)
+                .bind(r.audit_details.as_str())
+                .bind(r.ip.as_deref())
+                .bind(r.session_id.as_str());
+        }
+        script
+    }
+
+    fn outputs(batch: &[Self], rows: ScriptRows) -> StoreResult<Vec<Self::Output>> {
+        let first = |statement: usize| rows.get(statement).and_then(|rows| rows.first());
+        (0..batch.len())
+            .map(|i| {
+                // Statement 0 is BEGIN; redemption `i` starts at statement `1 + 5i`.
+                let Some(link) = first(1 + 5 * i) else {
+                    return Ok(None);
+                };
+                let (_email, redirect_to): (String, Option<String>) = sqlx::FromRow::from_row(link)?;
+                let member = first(2 + 5 * i)
+                    .ok_or_else(|| StoreError::Corrupt("a consumed link's member was not stamped".into()))?;
+                let (member_id,): (String,) = sqlx::FromRow::from_row(member)?;
+                Ok(Some((member_id, redirect_to)))
+            })
+            .collect()
+    }
+}
+
 /// One hit on a fixed-window rate-limit bucket.
 struct Hit {
     bucket: String,
@@ -357,5 +461,83 @@ impl Grouped for Hit {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SqliteStore, Store};
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let store = SqliteStore::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        (dir, store)
+    }
+
+    async fn buckets(writer: &Writer) -> Vec<(String, i64)> {
+        sqlx::query_as("SELECT bucket, hits FROM rate_limits ORDER BY bucket")
+            .fetch_all(&mut *writer.lock().await.unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failing_script_changes_nothing_and_leaves_no_transaction_open() {
+        let (_dir, store) = store().await;
+        let writer = &store.writer;
+        let mut conn = writer.lock().await.unwrap();
+        let failing = sqlx::query(
+            "BEGIN; INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('a', 0, 1); \
+             INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('a', 0, 1); COMMIT",
+        );
+        assert!(writer.script(&mut conn, failing, false).await.is_err());
+        let next = sqlx::query(
+            "BEGIN; INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('b', 0, 1); COMMIT",
+        );
+        writer.script(&mut conn, next, false).await.unwrap();
+        drop(conn);
+        assert_eq!(buckets(writer).await, vec![("b".to_owned(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_abandoned_between_scripts_is_rolled_back_by_the_next_write() {
+        let (_dir, store) = store().await;
+        let writer = &store.writer;
+        let mut conn = writer.lock().await.unwrap();
+        let opening = sqlx::query(
+            "BEGIN; INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('a', 0, 1)",
+        );
+        writer.script(&mut conn, opening, true).await.unwrap();
+        // The request is cancelled here: its guard goes, its COMMIT never comes.
+        drop(conn);
+        assert_eq!(buckets(writer).await, vec![]);
+        let mut conn = writer.lock().await.unwrap();
+        let next = sqlx::query(
+            "BEGIN; INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('b', 0, 1); COMMIT",
+        );
+        writer.script(&mut conn, next, false).await.unwrap();
+        drop(conn);
+        assert_eq!(buckets(writer).await, vec![("b".to_owned(), 1)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_hits_on_one_bucket_count_one_by_one() {
+        let (_dir, store) = store().await;
+        let hits = futures_util::future::try_join_all(
+            (0..200).map(|_| store.writer.hit_rate_limit("ip:192.0.2.1", 60, 1_000)),
+        )
+        .await
+        .unwrap();
+        let mut counts: Vec<i64> = hits.iter().map(|w| w.count).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=200).collect::<Vec<_>>());
+        assert!(hits.iter().all(|w| w.resets_at == 1_060));
+        assert_eq!(
+            buckets(&store.writer).await,
+            vec![("ip:192.0.2.1".to_owned(), 200)]
+        );
     }
 }
