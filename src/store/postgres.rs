@@ -19,7 +19,7 @@ use super::*;
 use crate::domain::{MemberStatus, Role};
 
 impl_member_store!(PostgresStore);
-impl_roster_store!(PostgresStore, write_import_chunk_unnest);
+impl_roster_store!(PostgresStore, write_import_chunk_unnest, super::roster::IMPORT_CHUNK);
 impl_api_key_store!(PostgresStore);
 impl_audit_store!(PostgresStore);
 

@@ -4,9 +4,15 @@
 use crate::domain::Email;
 use crate::store::{AuditEntry, EligibleEntry, StoreResult, UpsertCounts};
 
-/// Entries per multi-row statement: 2 bound values per row plus 3 shared,
-/// far below SQLite's and Postgres' limits on bound parameters.
-pub const IMPORT_CHUNK: usize = 500;
+/// Entries an importer hands the store at a time. Postgres writes a chunk as
+/// one `UNNEST` statement (two array parameters, whatever the size), so bigger
+/// chunks mean fewer round trips; SQLite splits it into statements of
+/// [`SQLITE_ROWS_PER_STATEMENT`].
+pub const IMPORT_CHUNK: usize = 5_000;
+
+/// Entries per multi-row SQLite statement: 2 bound values per row plus 3
+/// shared, far below SQLite's limit on bound parameters.
+pub const SQLITE_ROWS_PER_STATEMENT: usize = 500;
 
 /// What an importer sends the store, in order: any number of `Rows`, then one
 /// `Finish`. A stream that ends without `Finish` (the upload failed) is rolled back.

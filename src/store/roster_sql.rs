@@ -55,68 +55,54 @@ macro_rules! write_import_chunk {
 pub(crate) use write_import_chunk;
 
 /// The Postgres way to write a chunk: the addresses and roles travel as two
-/// arrays and `UNNEST` turns them into rows, so a chunk is three statements
-/// whatever its size, with two parameters instead of two per row to parse and plan.
+/// arrays and `UNNEST` turns them into rows, so a chunk costs two parameters
+/// instead of two per row to parse and plan. New addresses go in first (their
+/// count is `added`); only when some were already listed does a second
+/// statement update those whose roles the upload changes. A fresh roster is
+/// therefore one statement per chunk, with no lookup of existing entries.
 macro_rules! write_import_chunk_unnest {
     ($tx:expr, $entries:expr, $import:expr, $counts:expr) => {{
         let entries: &[EligibleEntry] = $entries;
         let emails: Vec<&str> = entries.iter().map(|entry| entry.email.as_str()).collect();
-        let existing: std::collections::HashMap<String, String> =
-            sqlx::query_as::<_, (String, String)>("SELECT email, roles FROM eligible_emails WHERE email = ANY($1)")
-                .bind(&emails)
-                .fetch_all(&mut *$tx)
-                .await?
-                .into_iter()
-                .collect();
-        let (mut fresh, mut fresh_roles, mut changed, mut changed_roles) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for entry in entries {
-            let roles = Role::join(&entry.roles);
-            match existing.get(entry.email.as_str()) {
-                None => {
-                    fresh.push(entry.email.as_str());
-                    fresh_roles.push(roles);
-                }
-                Some(old) if !entry.roles.is_empty() && *old != roles => {
-                    changed.push(entry.email.as_str());
-                    changed_roles.push(roles);
-                }
-                Some(_) => $counts.unchanged += 1,
-            }
-        }
-        if !changed.is_empty() {
-            $counts.updated += sqlx::query(
+        let roles: Vec<String> = entries.iter().map(|entry| Role::join(&entry.roles)).collect();
+        let added = sqlx::query(
+            "INSERT INTO eligible_emails (email, batch_id, roles, added_by, created_at) \
+             SELECT u.email, $3, u.roles, $4, $5 FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) \
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&emails)
+        .bind(&roles)
+        .bind(&$import.batch_id)
+        .bind($import.added_by.as_deref())
+        .bind($import.now)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected();
+        $counts.added += added;
+        let listed = entries.len() as u64 - added;
+        if listed > 0 {
+            // The rows just inserted already hold their roles, so they do not match.
+            let updated = sqlx::query(
                 "UPDATE eligible_emails SET roles = u.roles \
-                 FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) WHERE eligible_emails.email = u.email",
+                 FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) \
+                 WHERE eligible_emails.email = u.email AND u.roles <> '' AND eligible_emails.roles <> u.roles",
             )
-            .bind(&changed)
-            .bind(&changed_roles)
+            .bind(&emails)
+            .bind(&roles)
             .execute(&mut *$tx)
             .await?
             .rows_affected();
-        }
-        if !fresh.is_empty() {
-            $counts.added += sqlx::query(
-                "INSERT INTO eligible_emails (email, batch_id, roles, added_by, created_at) \
-                 SELECT u.email, $3, u.roles, $4, $5 FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) \
-                 ON CONFLICT (email) DO NOTHING",
-            )
-            .bind(&fresh)
-            .bind(&fresh_roles)
-            .bind(&$import.batch_id)
-            .bind($import.added_by.as_deref())
-            .bind($import.now)
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected();
+            $counts.updated += updated;
+            $counts.unchanged += listed - updated;
         }
     }};
 }
 pub(crate) use write_import_chunk_unnest;
 
 /// Implements [`crate::store::RosterStore`] for `$store`, writing import chunks
-/// with `$write_chunk` (one of the two macros above).
+/// with `$write_chunk` (one of the two macros above), `$rows_per_statement` entries at a time.
 macro_rules! impl_roster_store {
-    ($store:ty, $write_chunk:ident) => {
+    ($store:ty, $write_chunk:ident, $rows_per_statement:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::RosterStore for $store {
             async fn import_roster(
@@ -131,7 +117,7 @@ macro_rules! impl_roster_store {
                     match chunks.recv().await {
                         Some(ImportChunk::Rows(entries)) if entries.is_empty() => {}
                         Some(ImportChunk::Rows(entries)) => {
-                            for chunk in entries.chunks($crate::store::roster::IMPORT_CHUNK) {
+                            for chunk in entries.chunks($rows_per_statement) {
                                 $crate::store::roster_sql::$write_chunk!(tx, chunk, import, counts);
                             }
                         }

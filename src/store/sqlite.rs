@@ -29,7 +29,7 @@ use super::*;
 use crate::domain::{MemberStatus, Role};
 
 impl_member_store!(SqliteStore);
-impl_roster_store!(SqliteStore, write_import_chunk);
+impl_roster_store!(SqliteStore, write_import_chunk, super::roster::SQLITE_ROWS_PER_STATEMENT);
 impl_api_key_store!(SqliteStore);
 impl_audit_store!(SqliteStore);
 
