@@ -178,9 +178,10 @@ impl Mailer {
             code: code.to_owned(),
             minutes: ttl.as_secs().div_ceil(60),
         };
-        let subject = self
-            .templates
-            .render("email/sign_in/subject.txt", &self.sign_in_context(to.as_str(), &content))?;
+        let subject = self.templates.render(
+            "email/sign_in/subject.txt",
+            self.sign_in_context(to.as_str(), &content),
+        )?;
         let json = serde_json::to_vec(&content).map_err(|e| MailError::Seal(e.to_string()))?;
         Ok(NewMail {
             id: uuid::Uuid::now_v7().to_string(),
@@ -207,7 +208,10 @@ impl Mailer {
     /// Unseals an outbox row and renders it into a mail for a transport.
     pub fn open(&self, mail: &OutboxMail) -> Result<OutgoingMail, MailError> {
         if mail.kind != SIGN_IN {
-            return Err(MailError::Build(format!("unknown kind of mail `{}`", mail.kind)));
+            return Err(MailError::Build(format!(
+                "unknown kind of mail `{}`",
+                mail.kind
+            )));
         }
         let json = self.sealer.open(&mail.sealed_body)?;
         let content: SignInContent =

@@ -9,6 +9,7 @@
 mod api_keys;
 mod audit;
 mod cache;
+mod coalesce;
 mod members;
 mod members_sql;
 mod outbox;

@@ -240,17 +240,7 @@ macro_rules! impl_store {
             }
 
             async fn session_member(&self, member_id: &MemberId, session_id: &str, now: i64) -> StoreResult<Option<Member>> {
-                let rows: Vec<$crate::store::portable::MemberRoleRow> = sqlx::query_as(concat!(
-                    $crate::store::portable::member_select!("$3"),
-                    "JOIN sessions s ON s.member_id = m.id ",
-                    "WHERE m.id = $1 AND s.id = $2 AND s.revoked_at IS NULL AND m.status = 'active' ORDER BY r.role"
-                ))
-                .bind(member_id.as_str())
-                .bind(session_id)
-                .bind(now)
-                .fetch_all(&self.reader)
-                .await?;
-                $crate::store::portable::fold_member(rows)
+                self.live_session_member(member_id, session_id, now).await
             }
 
             async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>> {

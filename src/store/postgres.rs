@@ -6,20 +6,28 @@
 //! without touching the shared SQL in `portable.rs`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::api_keys::impl_api_key_store;
 use super::audit::impl_audit_store;
+use super::coalesce::{Coalescer, Fetch};
 use super::members_sql::impl_member_store;
-use super::portable::{impl_store, insert_audit, load_member, revoke_session_in};
+use super::portable::{
+    MemberRoleRow, fold_member, impl_store, insert_audit, load_member, revoke_session_in,
+};
 use super::roster_sql::impl_roster_store;
 use super::*;
 use crate::domain::{MemberStatus, Role};
 
 impl_member_store!(PostgresStore);
-impl_roster_store!(PostgresStore, write_import_chunk_unnest, super::roster::IMPORT_CHUNK);
+impl_roster_store!(
+    PostgresStore,
+    write_import_chunk_unnest,
+    super::roster::IMPORT_CHUNK
+);
 impl_api_key_store!(PostgresStore);
 impl_audit_store!(PostgresStore);
 
@@ -41,6 +49,61 @@ pub struct PostgresStore {
     /// serialise all of that address's requests on the disk. A crash may forget
     /// the last moments of hits, which only makes a limit briefly more lenient.
     counters: PgPool,
+    /// Session checks of concurrent requests, sent as one query.
+    sessions: Arc<Coalescer<SessionKey, Option<Member>>>,
+}
+
+/// A session check: member id, session id, and the time roles are live at.
+type SessionKey = (String, String, i64);
+
+#[derive(sqlx::FromRow)]
+struct NumberedMemberRow {
+    i: i64,
+    #[sqlx(flatten)]
+    row: MemberRoleRow,
+}
+
+/// The members behind a batch of sessions, `None` for each that is not live
+/// (revoked, unknown, or its member not active).
+fn live_sessions(pool: PgPool) -> Fetch<SessionKey, Option<Member>> {
+    Box::new(move |keys: Vec<SessionKey>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let n = keys.len();
+            let (mut members, mut sessions, mut nows) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for (member, session, now) in keys {
+                members.push(member);
+                sessions.push(session);
+                nows.push(now);
+            }
+            let rows: Vec<NumberedMemberRow> = sqlx::query_as(
+                "SELECT q.i, m.id, m.email, m.status, m.created_at, m.last_login_at, r.role \
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(member_id, session_id, now, i) \
+                 JOIN sessions s ON s.id = q.session_id AND s.member_id = q.member_id AND s.revoked_at IS NULL \
+                 JOIN members m ON m.id = q.member_id AND m.status = 'active' \
+                 LEFT JOIN member_roles r ON r.member_id = m.id AND (r.expires_at IS NULL OR r.expires_at > q.now) \
+                 ORDER BY q.i, r.role",
+            )
+            .bind(&members)
+            .bind(&sessions)
+            .bind(&nows)
+            .fetch_all(&pool)
+            .await?;
+            let mut grouped: Vec<Vec<MemberRoleRow>> = (0..n).map(|_| Vec::new()).collect();
+            for NumberedMemberRow { i, row } in rows {
+                let slot = usize::try_from(i - 1)
+                    .ok()
+                    .and_then(|i| grouped.get_mut(i))
+                    .ok_or_else(|| StoreError::Corrupt(format!("session lookup row {i}")))?;
+                slot.push(row);
+            }
+            grouped.into_iter().map(fold_member).collect()
+        })
+    })
 }
 
 /// The Postgres migrations.
@@ -78,10 +141,24 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         Ok(Self {
+            sessions: Coalescer::new(live_sessions(pool.clone())),
             writer: pool.clone(),
             reader: pool,
             counters,
         })
+    }
+
+    /// The member behind a live session, looked up together with the other
+    /// requests' sessions (`coalesce.rs`).
+    pub(super) async fn live_session_member(
+        &self,
+        member_id: &MemberId,
+        session_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        self.sessions
+            .get((member_id.as_str().to_owned(), session_id.to_owned(), now))
+            .await
     }
 
     /// One multi-row upsert for all of a request's buckets: one round trip.

@@ -211,6 +211,10 @@ macro_rules! enroll_member {
     }};
 }
 
+/// A link just consumed on Postgres: its address and redirect, and the member
+/// with that address (id and status) if there is one.
+type OpenedLink = (String, Option<String>, Option<String>, Option<String>);
+
 /// A link redeemed: the member it signed in (their id), where to send them, and
 /// whether this sign-in created the member.
 pub(super) struct Redeemed {
@@ -328,12 +332,13 @@ impl SqliteStore {
             insert_sign_in_audit_sql!(),
             "; COMMIT"
         ));
-        self.writer.script(
-            &mut writer,
-            bind_session!(close, session, &member_id, created, now),
-            false,
-        )
-        .await?;
+        self.writer
+            .script(
+                &mut writer,
+                bind_session!(close, session, &member_id, created, now),
+                false,
+            )
+            .await?;
         Ok(Some(Redeemed {
             member_id,
             redirect_to,
@@ -396,7 +401,7 @@ impl PostgresStore {
     ) -> StoreResult<Option<Redeemed>> {
         let mut writer = self.write().await?;
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-        let opened: Option<(String, Option<String>, Option<String>, Option<String>)> =
+        let opened: Option<OpenedLink> =
             sqlx::query_as(concat!(
                 "WITH link AS (",
                 consume_link_sql!(),

@@ -29,7 +29,11 @@ use super::*;
 use crate::domain::{MemberStatus, Role};
 
 impl_member_store!(SqliteStore);
-impl_roster_store!(SqliteStore, write_import_chunk, super::roster::SQLITE_ROWS_PER_STATEMENT);
+impl_roster_store!(
+    SqliteStore,
+    write_import_chunk,
+    super::roster::SQLITE_ROWS_PER_STATEMENT
+);
 impl_api_key_store!(SqliteStore);
 impl_audit_store!(SqliteStore);
 
@@ -56,7 +60,13 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
         // Room for the batched link statements (one per batch size) beside the rest.
-        let writer = Writer::new(options.clone().statement_cache_capacity(400).connect().await?);
+        let writer = Writer::new(
+            options
+                .clone()
+                .statement_cache_capacity(400)
+                .connect()
+                .await?,
+        );
         let reader = SqlitePoolOptions::new()
             .max_connections(max_readers.max(1))
             .test_before_acquire(false)
@@ -92,6 +102,27 @@ impl SqliteStore {
                     .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket}")))
             })
             .collect()
+    }
+
+    /// The member behind a live session (SQLite's answers are cached in front,
+    /// see `cache.rs`).
+    pub(super) async fn live_session_member(
+        &self,
+        member_id: &MemberId,
+        session_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        let rows: Vec<super::portable::MemberRoleRow> = sqlx::query_as(concat!(
+            super::portable::member_select!("$3"),
+            "JOIN sessions s ON s.member_id = m.id ",
+            "WHERE m.id = $1 AND s.id = $2 AND s.revoked_at IS NULL AND m.status = 'active' ORDER BY r.role"
+        ))
+        .bind(member_id.as_str())
+        .bind(session_id)
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await?;
+        super::portable::fold_member(rows)
     }
 
     /// The writer connection, once every earlier write is done.

@@ -163,7 +163,9 @@ impl Writer {
     async fn submit<J: Grouped>(self: &Arc<Self>, job: J) -> StoreResult<J::Output> {
         let (done, committed) = oneshot::channel();
         let start_flusher = {
-            let mut queue = J::queue(self).lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queue = J::queue(self)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             queue.waiting.push((job, done));
             !std::mem::replace(&mut queue.flushing, true)
         };
@@ -181,7 +183,9 @@ impl Writer {
         loop {
             let conn = self.lock().await;
             let batch = {
-                let mut queue = J::queue(&self).lock().unwrap_or_else(PoisonError::into_inner);
+                let mut queue = J::queue(&self)
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 if queue.waiting.is_empty() {
                     queue.flushing = false;
                     return;
@@ -398,9 +402,11 @@ impl Grouped for Redemption {
                 let Some(link) = first(1 + 5 * i) else {
                     return Ok(None);
                 };
-                let (_email, redirect_to): (String, Option<String>) = sqlx::FromRow::from_row(link)?;
-                let member = first(2 + 5 * i)
-                    .ok_or_else(|| StoreError::Corrupt("a consumed link's member was not stamped".into()))?;
+                let (_email, redirect_to): (String, Option<String>) =
+                    sqlx::FromRow::from_row(link)?;
+                let member = first(2 + 5 * i).ok_or_else(|| {
+                    StoreError::Corrupt("a consumed link's member was not stamped".into())
+                })?;
                 let (member_id,): (String,) = sqlx::FromRow::from_row(member)?;
                 Ok(Some((member_id, redirect_to)))
             })
@@ -451,9 +457,15 @@ impl Grouped for Hit {
             .iter()
             .enumerate()
             .map(|(i, hit)| {
-                let row = rows.get(i + 1).and_then(|rows| rows.first()).ok_or_else(|| {
-                    StoreError::Corrupt(format!("rate limit bucket {} not returned", hit.bucket))
-                })?;
+                let row = rows
+                    .get(i + 1)
+                    .and_then(|rows| rows.first())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "rate limit bucket {} not returned",
+                            hit.bucket
+                        ))
+                    })?;
                 let (window_start, hits): (i64, i64) = sqlx::FromRow::from_row(row)?;
                 Ok(RateWindow {
                     count: hits,

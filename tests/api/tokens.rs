@@ -267,7 +267,56 @@ async fn roles_in_the_token_follow_the_store(backend: Backend) {
     assert!(header.kid.is_some());
 }
 
+/// Many requests at once, some with live sessions and some with sessions just
+/// logged out: each gets its own answer, even when their checks share a query
+/// (Postgres folds concurrent session checks into one).
+async fn concurrent_session_checks_each_get_their_own_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        let email = format!("member{i}@example.org");
+        app.allowlist(&admin, &email, &["sustainer"]).await;
+        sessions.push(app.sign_in(&email).await);
+    }
+    for session in sessions.iter().step_by(2) {
+        let token = str_of(session, "access_token");
+        let out = app.post_json_as("/v1/auth/logout", token, json!({})).await;
+        assert_eq!(out.status(), 204);
+    }
+    let checks = (0..10)
+        .flat_map(|_| sessions.iter().enumerate())
+        .map(|(i, session)| {
+            let app = &app;
+            async move {
+                let response = app.get_as("/v1/me", str_of(session, "access_token")).await;
+                (
+                    i,
+                    response.status().as_u16(),
+                    response.json::<Value>().await.ok(),
+                )
+            }
+        });
+    for (i, status, body) in futures_util::future::join_all(checks).await {
+        if i % 2 == 0 {
+            assert_eq!(status, 401, "session {i} was logged out");
+        } else {
+            assert_eq!(status, 200, "session {i} is live");
+            let body = body.unwrap();
+            assert_eq!(body["email"], format!("member{i}@example.org"), "{body}");
+            assert!(
+                body["roles"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("sustainer")),
+                "{body}"
+            );
+        }
+    }
+}
+
 backend_tests!(
+    concurrent_session_checks_each_get_their_own_answer,
     refresh_tokens_rotate_and_reuse_revokes_the_session,
     concurrent_refreshes_of_one_token_rotate_once_and_revoke_the_session,
     logout_ends_the_session_everywhere,
