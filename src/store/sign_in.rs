@@ -2,11 +2,11 @@
 //! rotating a refresh token.
 //!
 //! These run on every sign-in, so they are written for the fewest round trips.
-//! The SQL is shared; how it is sent differs. SQLite gets the statements as one
-//! script (`BEGIN; …; COMMIT`, one round trip to the writer's thread, see
-//! [`super::SqliteStore::script`]); Postgres, whose extended protocol takes one
-//! statement per message, gets them as one statement of data-modifying CTEs
-//! (one network round trip, atomic on its own).
+//! On SQLite, link requests and returning members' redemptions join the
+//! writer's group commits (`sqlite_writer.rs`); the rest goes as one script per
+//! round trip (`BEGIN; …; COMMIT`). Postgres, whose extended protocol takes one
+//! statement per message, gets the same SQL as one statement of data-modifying
+//! CTEs (one network round trip, atomic on its own).
 
 use sqlx::FromRow;
 
