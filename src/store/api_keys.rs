@@ -2,7 +2,8 @@
 //! roles the key is limited to, and its life (expiry, last use, revocation).
 
 use crate::domain::{Member, MemberId, Role};
-use crate::store::{AuditEntry, StoreResult};
+use crate::store::portable::{MemberRoleRow, fold_member};
+use crate::store::{AuditEntry, StoreError, StoreResult};
 
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
@@ -26,6 +27,51 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+}
+
+/// The columns of a key joined with its member and one of the member's live
+/// roles: the SELECT list for [`KeyMemberRow`].
+macro_rules! key_member_columns {
+    () => {
+        "k.secret_hash, k.roles AS key_roles, k.expires_at AS key_expires_at, k.last_used_at, k.revoked_at, \
+         m.id, m.email, m.status, m.created_at, m.last_login_at, r.role"
+    };
+}
+pub(crate) use key_member_columns;
+
+/// One row of a key lookup: the key, its member, one live role of the member.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyMemberRow {
+    pub secret_hash: String,
+    pub key_roles: String,
+    pub key_expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    #[sqlx(flatten)]
+    pub member: MemberRoleRow,
+}
+
+/// Folds the rows of one key (one per role of its member) into its record.
+pub(crate) fn fold_key(id: &str, rows: Vec<KeyMemberRow>) -> StoreResult<Option<ApiKeyRecord>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let (secret_hash, roles) = (first.secret_hash.clone(), first.key_roles.clone());
+    let (expires_at, last_used_at, revoked_at) =
+        (first.key_expires_at, first.last_used_at, first.revoked_at);
+    let member = fold_member(rows.into_iter().map(|row| row.member).collect())?
+        .ok_or_else(|| StoreError::Corrupt(format!("api key {id} without member")))?;
+    let roles =
+        Role::parse_list(&roles).map_err(|_| StoreError::Corrupt(format!("api key {id} roles")))?;
+    Ok(Some(ApiKeyRecord {
+        id: id.to_owned(),
+        member,
+        secret_hash,
+        roles,
+        expires_at,
+        last_used_at,
+        revoked_at,
+    }))
 }
 
 /// A key as admins list it: never the secret, nor its hash.
@@ -117,19 +163,7 @@ macro_rules! impl_api_key_store {
             }
 
             async fn api_key(&self, id: &str, now: i64) -> StoreResult<Option<ApiKeyRecord>> {
-                let row: Option<(String, String, String, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
-                    "SELECT member_id, secret_hash, roles, expires_at, last_used_at, revoked_at FROM api_keys WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await?;
-                let Some((member_id, secret_hash, roles, expires_at, last_used_at, revoked_at)) = row else {
-                    return Ok(None);
-                };
-                let member = load_member!(&self.reader, &member_id, now)
-                    .ok_or_else(|| StoreError::Corrupt(format!("api key {id} without member")))?;
-                let roles = Role::parse_list(&roles).map_err(|_| StoreError::Corrupt(format!("api key {id} roles")))?;
-                Ok(Some(ApiKeyRecord { id: id.to_owned(), member, secret_hash, roles, expires_at, last_used_at, revoked_at }))
+                self.api_key_record(id, now).await
             }
 
             async fn list_api_keys(&self, member: Option<&MemberId>, before: Option<&str>, limit: i64) -> StoreResult<Vec<ApiKeyInfo>> {

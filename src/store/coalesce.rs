@@ -1,6 +1,7 @@
 //! Concurrent point reads folded into one query: the per-request checks on
-//! Postgres (is this session live? this member active?) that every request
-//! makes, and that no instance may cache because another may revoke.
+//! Postgres (is this session live, what is this API key, is its member active?)
+//! that every request makes, and that no instance may cache because another
+//! may revoke.
 //!
 //! While one batch is at the database, new lookups queue; when it returns, one
 //! task sends all of them as the next batch. A lone request goes straight

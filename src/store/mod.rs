@@ -19,6 +19,7 @@ mod roster;
 mod roster_sql;
 mod sign_in;
 mod sqlite;
+mod sqlite_groups;
 mod sqlite_writer;
 mod types;
 

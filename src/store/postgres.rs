@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::api_keys::impl_api_key_store;
+use super::api_keys::{KeyMemberRow, fold_key, impl_api_key_store, key_member_columns};
 use super::audit::impl_audit_store;
 use super::coalesce::{Coalescer, Fetch};
 use super::members_sql::impl_member_store;
@@ -51,6 +51,8 @@ pub struct PostgresStore {
     counters: PgPool,
     /// Session checks of concurrent requests, sent as one query.
     sessions: Arc<Coalescer<SessionKey, Option<Member>>>,
+    /// API-key lookups of concurrent requests, sent as one query.
+    keys: Arc<Coalescer<(String, i64), Option<ApiKeyRecord>>>,
 }
 
 /// A session check: member id, session id, and the time roles are live at.
@@ -61,6 +63,51 @@ struct NumberedMemberRow {
     i: i64,
     #[sqlx(flatten)]
     row: MemberRoleRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct NumberedKeyRow {
+    i: i64,
+    #[sqlx(flatten)]
+    row: KeyMemberRow,
+}
+
+/// A batch of keys with their members, `None` for each unknown id.
+fn keys_with_members(pool: PgPool) -> Fetch<(String, i64), Option<ApiKeyRecord>> {
+    Box::new(move |keys: Vec<(String, i64)>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let (ids, nows): (Vec<String>, Vec<i64>) = keys.into_iter().unzip();
+            let rows: Vec<NumberedKeyRow> = sqlx::query_as(concat!(
+                "SELECT q.i, ",
+                key_member_columns!(),
+                " FROM UNNEST($1::text[], $2::bigint[]) WITH ORDINALITY AS q(key_id, now, i) ",
+                "JOIN api_keys k ON k.id = q.key_id JOIN members m ON m.id = k.member_id ",
+                "LEFT JOIN member_roles r ON r.member_id = m.id AND (r.expires_at IS NULL OR r.expires_at > q.now) ",
+                "ORDER BY q.i, r.role"
+            ))
+            .bind(&ids)
+            .bind(&nows)
+            .fetch_all(&pool)
+            .await?;
+            let mut grouped: Vec<Vec<KeyMemberRow>> = ids.iter().map(|_| Vec::new()).collect();
+            for NumberedKeyRow { i, row } in rows {
+                numbered_slot(&mut grouped, i)?.push(row);
+            }
+            ids.iter()
+                .zip(grouped)
+                .map(|(id, rows)| fold_key(id, rows))
+                .collect()
+        })
+    })
+}
+
+/// The slot of row number `i` (1-based, from `WITH ORDINALITY`).
+fn numbered_slot<T>(slots: &mut [Vec<T>], i: i64) -> StoreResult<&mut Vec<T>> {
+    usize::try_from(i - 1)
+        .ok()
+        .and_then(|i| slots.get_mut(i))
+        .ok_or_else(|| StoreError::Corrupt(format!("batched lookup row {i}")))
 }
 
 /// The members behind a batch of sessions, `None` for each that is not live
@@ -95,11 +142,7 @@ fn live_sessions(pool: PgPool) -> Fetch<SessionKey, Option<Member>> {
             .await?;
             let mut grouped: Vec<Vec<MemberRoleRow>> = (0..n).map(|_| Vec::new()).collect();
             for NumberedMemberRow { i, row } in rows {
-                let slot = usize::try_from(i - 1)
-                    .ok()
-                    .and_then(|i| grouped.get_mut(i))
-                    .ok_or_else(|| StoreError::Corrupt(format!("session lookup row {i}")))?;
-                slot.push(row);
+                numbered_slot(&mut grouped, i)?.push(row);
             }
             grouped.into_iter().map(fold_member).collect()
         })
@@ -142,6 +185,7 @@ impl PostgresStore {
             .await?;
         Ok(Self {
             sessions: Coalescer::new(live_sessions(pool.clone())),
+            keys: Coalescer::new(keys_with_members(pool.clone())),
             writer: pool.clone(),
             reader: pool,
             counters,
@@ -159,6 +203,15 @@ impl PostgresStore {
         self.sessions
             .get((member_id.as_str().to_owned(), session_id.to_owned(), now))
             .await
+    }
+
+    /// A key with its member, looked up together with the other requests' keys.
+    pub(super) async fn api_key_record(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<Option<ApiKeyRecord>> {
+        self.keys.get((id.to_owned(), now)).await
     }
 
     /// One multi-row upsert for all of a request's buckets: one round trip.

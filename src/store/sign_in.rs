@@ -10,7 +10,8 @@
 
 use sqlx::FromRow;
 
-use super::sqlite_writer::{Redemption, ScriptRows};
+use super::sqlite_groups::Redemption;
+use super::sqlite_writer::ScriptRows;
 use super::{
     AuditEntry, NewMagicLink, NewMail, NewRefreshToken, NewSession, PostgresStore, SqliteStore,
     StoreResult,

@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::MutexGuard;
 
-use super::api_keys::impl_api_key_store;
+use super::api_keys::{KeyMemberRow, fold_key, impl_api_key_store, key_member_columns};
 use super::audit::impl_audit_store;
 use super::members_sql::impl_member_store;
 use super::portable::{impl_store, insert_audit, load_member, revoke_session_in};
@@ -123,6 +123,26 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         super::portable::fold_member(rows)
+    }
+
+    /// A key with its member, in one query (cached in front, see `cache.rs`).
+    pub(super) async fn api_key_record(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<Option<ApiKeyRecord>> {
+        let rows: Vec<KeyMemberRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            key_member_columns!(),
+            " FROM api_keys k JOIN members m ON m.id = k.member_id ",
+            "LEFT JOIN member_roles r ON r.member_id = m.id AND (r.expires_at IS NULL OR r.expires_at > $2) ",
+            "WHERE k.id = $1 ORDER BY r.role"
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await?;
+        fold_key(id, rows)
     }
 
     /// The writer connection, once every earlier write is done.

@@ -22,6 +22,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Either, Sqlite};
 use tokio::sync::{Mutex, MutexGuard, oneshot};
 
+use super::sqlite_groups::{Hit, NewLink, Redemption};
 use super::{AuditEntry, NewMagicLink, NewMail, RateWindow, StoreError, StoreResult};
 
 /// How long a write waits for the writer before the request gets a 503.
@@ -41,9 +42,9 @@ pub(super) struct Writer {
     /// locked; still set when the next write takes the lock means the request
     /// running the script was cancelled midway.
     script_open: AtomicBool,
-    links: SyncMutex<Queue<NewLink>>,
-    hits: SyncMutex<Queue<Hit>>,
-    redemptions: SyncMutex<Queue<Redemption>>,
+    pub(super) links: SyncMutex<Queue<NewLink>>,
+    pub(super) hits: SyncMutex<Queue<Hit>>,
+    pub(super) redemptions: SyncMutex<Queue<Redemption>>,
 }
 
 impl Writer {
@@ -225,7 +226,7 @@ impl Writer {
 type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 /// Jobs waiting for the writer, and whether a flusher task will take them.
-struct Queue<J: Grouped> {
+pub(super) struct Queue<J: Grouped> {
     waiting: Vec<(J, Reply<J::Output>)>,
     flushing: bool,
 }
@@ -240,7 +241,7 @@ impl<J: Grouped> Default for Queue<J> {
 }
 
 /// A kind of write that is committed in groups.
-trait Grouped: Sized + Send + 'static {
+pub(super) trait Grouped: Sized + Send + 'static {
     type Output: Send + 'static;
     fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>>;
     /// The script for `n` jobs, `BEGIN` to `COMMIT`, with `?` parameters.
@@ -250,231 +251,7 @@ trait Grouped: Sized + Send + 'static {
     fn outputs(batch: &[Self], rows: ScriptRows) -> StoreResult<Vec<Self::Output>>;
 }
 
-type Script<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
-
-/// `n` copies of a row's `VALUES` tuple.
-fn rows(tuple: &str, n: usize) -> String {
-    vec![tuple; n].join(", ")
-}
-
-struct NewLink {
-    link: NewMagicLink,
-    mail: NewMail,
-    audit: AuditEntry,
-}
-
-impl Grouped for NewLink {
-    type Output = ();
-
-    fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>> {
-        &writer.links
-    }
-
-    fn script(n: usize) -> String {
-        format!(
-            "BEGIN; \
-             INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) VALUES {}; \
-             INSERT INTO outbox (id, kind, recipient, subject, sealed_body, status, created_at, next_attempt_at, expires_at) VALUES {}; \
-             INSERT INTO audit_log (id, at, actor, action, target, details, ip) VALUES {}; \
-             COMMIT",
-            rows("(?, ?, ?, ?, ?, ?, ?)", n),
-            rows("(?, ?, ?, ?, ?, 'queued', ?, ?, ?)", n),
-            rows("(?, ?, ?, ?, ?, ?, ?)", n),
-        )
-    }
-
-    fn bind<'q>(batch: &'q [Self], mut script: Script<'q>) -> Script<'q> {
-        for NewLink { link, .. } in batch {
-            script = script
-                .bind(link.token_hash.as_str())
-                .bind(link.email.as_str())
-                .bind(link.code_hash.as_str())
-                .bind(link.redirect_to.as_deref())
-                .bind(link.created_at)
-                .bind(link.expires_at)
-                .bind(link.ip.as_deref());
-        }
-        for NewLink { mail, .. } in batch {
-            script = script
-                .bind(mail.id.as_str())
-                .bind(mail.kind)
-                .bind(mail.recipient.as_str())
-                .bind(mail.subject.as_str())
-                .bind(mail.sealed_body.as_str())
-                .bind(mail.created_at)
-                .bind(mail.created_at)
-                .bind(mail.expires_at);
-        }
-        for NewLink { link, audit, .. } in batch {
-            script = script
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(link.created_at)
-                .bind(audit.actor.as_deref())
-                .bind(audit.action)
-                .bind(audit.target.as_deref())
-                .bind(audit.details.to_string())
-                .bind(audit.ip.as_deref());
-        }
-        script
-    }
-
-    fn outputs(batch: &[Self], _rows: ScriptRows) -> StoreResult<Vec<()>> {
-        Ok(vec![(); batch.len()])
-    }
-}
-
-/// A sign-in link redeemed by a returning member, and the session it opens.
-pub(super) struct Redemption {
-    pub token_hash: String,
-    pub now: i64,
-    pub session_id: String,
-    pub ip: Option<String>,
-    pub refresh_id: String,
-    pub refresh_hash: String,
-    pub refresh_expires_at: i64,
-    pub audit_details: String,
-}
-
-impl Grouped for Redemption {
-    /// The member signed in and where the link redirects.
-    type Output = Option<(String, Option<String>)>;
-
-    fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>> {
-        &writer.redemptions
-    }
-
-    /// Five statements a redemption, each going ahead only if the one before
-    /// changed a row (`changes()` is the count of the last completed statement):
-    /// consume the link if its member is active, stamp the member, open the
-    /// session, issue its refresh token, audit.
-    fn script(n: usize) -> String {
-        let redemption = "UPDATE magic_links SET consumed_at = ? \
-             WHERE token_hash = ? AND consumed_at IS NULL AND expires_at > ? \
-               AND EXISTS (SELECT 1 FROM members m WHERE m.email = magic_links.email AND m.status = 'active') \
-             RETURNING email, redirect_to; \
-           UPDATE members SET last_login_at = ? \
-             WHERE changes() = 1 AND email = (SELECT email FROM magic_links WHERE token_hash = ?) RETURNING id; \
-           INSERT INTO sessions (id, member_id, created_at, ip) SELECT ?, id, ?, ? FROM members \
-             WHERE changes() = 1 AND email = (SELECT email FROM magic_links WHERE token_hash = ?); \
-           INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
-             SELECT ?, id, member_id, ?, ?, ? FROM sessions WHERE changes() = 1 AND id = ?; \
-           INSERT INTO audit_log (id, at, actor, action, target, details, ip) \
-             SELECT ?, ?, member_id, 'auth.signed_in', member_id, ?, ? FROM sessions WHERE changes() = 1 AND id = ?; ";
-        format!("BEGIN; {}COMMIT", redemption.repeat(n))
-    }
-
-    fn bind<'q>(batch: &'q [Self], mut script: Script<'q>) -> Script<'q> {
-        for r in batch {
-            script = script
-                // consume
-                .bind(r.now)
-                .bind(r.token_hash.as_str())
-                .bind(r.now)
-                // stamp
-                .bind(r.now)
-                .bind(r.token_hash.as_str())
-                // session
-                .bind(r.session_id.as_str())
-                .bind(r.now)
-                .bind(r.ip.as_deref())
-                .bind(r.token_hash.as_str())
-                // refresh token
-                .bind(r.refresh_id.as_str())
-                .bind(r.refresh_hash.as_str())
-                .bind(r.now)
-                .bind(r.refresh_expires_at)
-                .bind(r.session_id.as_str())
-                // audit
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(r.now)
-                .bind(r.audit_details.as_str())
-                .bind(r.ip.as_deref())
-                .bind(r.session_id.as_str());
-        }
-        script
-    }
-
-    fn outputs(batch: &[Self], rows: ScriptRows) -> StoreResult<Vec<Self::Output>> {
-        let first = |statement: usize| rows.get(statement).and_then(|rows| rows.first());
-        (0..batch.len())
-            .map(|i| {
-                // Statement 0 is BEGIN; redemption `i` starts at statement `1 + 5i`.
-                let Some(link) = first(1 + 5 * i) else {
-                    return Ok(None);
-                };
-                let (_email, redirect_to): (String, Option<String>) =
-                    sqlx::FromRow::from_row(link)?;
-                let member = first(2 + 5 * i).ok_or_else(|| {
-                    StoreError::Corrupt("a consumed link's member was not stamped".into())
-                })?;
-                let (member_id,): (String,) = sqlx::FromRow::from_row(member)?;
-                Ok(Some((member_id, redirect_to)))
-            })
-            .collect()
-    }
-}
-
-/// One hit on a fixed-window rate-limit bucket.
-struct Hit {
-    bucket: String,
-    window_secs: i64,
-    now: i64,
-}
-
-impl Grouped for Hit {
-    type Output = RateWindow;
-
-    fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>> {
-        &writer.hits
-    }
-
-    /// One upsert per hit, in order, so hits on one bucket count one by one.
-    fn script(n: usize) -> String {
-        let hit = "INSERT INTO rate_limits (bucket, window_start, hits) VALUES (?, ?, 1) \
-                   ON CONFLICT (bucket) DO UPDATE SET \
-                     hits = CASE WHEN rate_limits.window_start <= ? THEN 1 ELSE rate_limits.hits + 1 END, \
-                     window_start = CASE WHEN rate_limits.window_start <= ? THEN ? ELSE rate_limits.window_start END \
-                   RETURNING window_start, hits; ";
-        format!("BEGIN; {}COMMIT", hit.repeat(n))
-    }
-
-    fn bind<'q>(batch: &'q [Self], mut script: Script<'q>) -> Script<'q> {
-        for hit in batch {
-            let expired = hit.now - hit.window_secs;
-            script = script
-                .bind(hit.bucket.as_str())
-                .bind(hit.now)
-                .bind(expired)
-                .bind(expired)
-                .bind(hit.now);
-        }
-        script
-    }
-
-    fn outputs(batch: &[Self], rows: ScriptRows) -> StoreResult<Vec<RateWindow>> {
-        // Statement 0 is BEGIN; hit `i` is statement `i + 1`.
-        batch
-            .iter()
-            .enumerate()
-            .map(|(i, hit)| {
-                let row = rows
-                    .get(i + 1)
-                    .and_then(|rows| rows.first())
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "rate limit bucket {} not returned",
-                            hit.bucket
-                        ))
-                    })?;
-                let (window_start, hits): (i64, i64) = sqlx::FromRow::from_row(row)?;
-                Ok(RateWindow {
-                    count: hits,
-                    resets_at: window_start + hit.window_secs,
-                })
-            })
-            .collect()
-    }
-}
+pub(super) type Script<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 #[cfg(test)]
 mod tests {
