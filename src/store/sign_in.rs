@@ -8,10 +8,8 @@
 //! statement per message, gets the same SQL as one statement of data-modifying
 //! CTEs (one network round trip, atomic on its own).
 
-use sqlx::FromRow;
-
 use super::sqlite_groups::Redemption;
-use super::sqlite_writer::ScriptRows;
+use super::sqlite_writer::first_row;
 use super::{
     AuditEntry, NewMagicLink, NewMail, NewRefreshToken, NewSession, PostgresStore, SqliteStore,
     StoreResult,
@@ -224,18 +222,6 @@ pub(super) struct Redeemed {
     pub created: bool,
 }
 
-/// The first row statement `index` of a script returned, decoded.
-fn script_row<T>(rows: &ScriptRows, index: usize) -> StoreResult<Option<T>>
-where
-    T: for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>,
-{
-    Ok(rows
-        .get(index)
-        .and_then(|rows| rows.first())
-        .map(T::from_row)
-        .transpose()?)
-}
-
 impl SqliteStore {
     pub(super) async fn insert_magic_link(
         &self,
@@ -268,7 +254,7 @@ impl SqliteStore {
         .bind(next.expires_at);
         let mut writer = self.write().await?;
         let rows = self.writer.script(&mut writer, script, false).await?;
-        script_row(&rows, 1)
+        first_row(&rows, 1)
     }
 
     /// A returning member's link is redeemed in the writer's next group commit;
@@ -313,11 +299,11 @@ impl SqliteStore {
         let rows = self.writer.script(&mut writer, opened, true).await?;
         let rollback = sqlx::query("ROLLBACK");
         // Statement 0 is BEGIN.
-        let Some((email, redirect_to)) = script_row::<(String, Option<String>)>(&rows, 1)? else {
+        let Some((email, redirect_to)) = first_row::<(String, Option<String>)>(&rows, 1)? else {
             self.writer.script(&mut writer, rollback, false).await?;
             return Ok(None);
         };
-        let member = match script_row::<(String, String)>(&rows, 2)? {
+        let member = match first_row::<(String, String)>(&rows, 2)? {
             Some((id, status)) => (status == MemberStatus::Active.as_str()).then_some((id, false)),
             None => enroll_member!(writer, &email, now),
         };

@@ -1,9 +1,7 @@
 //! The kinds of write SQLite's writer commits in groups (see `sqlite_writer.rs`):
 //! for each, the script of a batch, its parameters, and each job's answer.
 
-use std::sync::Mutex as SyncMutex;
-
-use super::sqlite_writer::{Grouped, Queue, Script, ScriptRows, Writer};
+use super::sqlite_writer::{Grouped, Queue, Script, ScriptRows, Writer, first_row};
 use super::{AuditEntry, NewMagicLink, NewMail, RateWindow, StoreError, StoreResult};
 
 /// `n` copies of a row's `VALUES` tuple.
@@ -20,7 +18,7 @@ pub(super) struct NewLink {
 impl Grouped for NewLink {
     type Output = ();
 
-    fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>> {
+    fn queue(writer: &Writer) -> &Queue<Self> {
         &writer.links
     }
 
@@ -93,7 +91,7 @@ impl Grouped for Redemption {
     /// The member signed in and where the link redirects.
     type Output = Option<(String, Option<String>)>;
 
-    fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>> {
+    fn queue(writer: &Writer) -> &Queue<Self> {
         &writer.redemptions
     }
 
@@ -149,19 +147,17 @@ impl Grouped for Redemption {
     }
 
     fn outputs(batch: &[Self], rows: ScriptRows) -> StoreResult<Vec<Self::Output>> {
-        let first = |statement: usize| rows.get(statement).and_then(|rows| rows.first());
         (0..batch.len())
             .map(|i| {
                 // Statement 0 is BEGIN; redemption `i` starts at statement `1 + 5i`.
-                let Some(link) = first(1 + 5 * i) else {
+                let Some((_email, redirect_to)) =
+                    first_row::<(String, Option<String>)>(&rows, 1 + 5 * i)?
+                else {
                     return Ok(None);
                 };
-                let (_email, redirect_to): (String, Option<String>) =
-                    sqlx::FromRow::from_row(link)?;
-                let member = first(2 + 5 * i).ok_or_else(|| {
+                let (member_id,) = first_row::<(String,)>(&rows, 2 + 5 * i)?.ok_or_else(|| {
                     StoreError::Corrupt("a consumed link's member was not stamped".into())
                 })?;
-                let (member_id,): (String,) = sqlx::FromRow::from_row(member)?;
                 Ok(Some((member_id, redirect_to)))
             })
             .collect()
@@ -178,7 +174,7 @@ pub(super) struct Hit {
 impl Grouped for Hit {
     type Output = RateWindow;
 
-    fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>> {
+    fn queue(writer: &Writer) -> &Queue<Self> {
         &writer.hits
     }
 
@@ -211,16 +207,13 @@ impl Grouped for Hit {
             .iter()
             .enumerate()
             .map(|(i, hit)| {
-                let row = rows
-                    .get(i + 1)
-                    .and_then(|rows| rows.first())
-                    .ok_or_else(|| {
+                let (window_start, hits) =
+                    first_row::<(i64, i64)>(&rows, i + 1)?.ok_or_else(|| {
                         StoreError::Corrupt(format!(
                             "rate limit bucket {} not returned",
                             hit.bucket
                         ))
                     })?;
-                let (window_start, hits): (i64, i64) = sqlx::FromRow::from_row(row)?;
                 Ok(RateWindow {
                     count: hits,
                     resets_at: window_start + hit.window_secs,

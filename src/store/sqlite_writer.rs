@@ -13,15 +13,16 @@
 //!   [`Writer::hit_rate_limit`], [`Writer::redeem_for_returning_member`]): one
 //!   round trip and one set of WAL pages for the whole queue, instead of one each.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as SyncMutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Either, Sqlite};
-use tokio::sync::{Mutex, MutexGuard, oneshot};
+use tokio::sync::{Mutex, MutexGuard};
 
+use super::coalesce::Waiting;
 use super::sqlite_groups::{Hit, NewLink, Redemption};
 use super::{AuditEntry, NewMagicLink, NewMail, RateWindow, StoreError, StoreResult};
 
@@ -36,15 +37,27 @@ const MAX_BATCH: usize = 64;
 /// The rows each statement of a script returned, in statement order.
 pub(super) type ScriptRows = Vec<Vec<SqliteRow>>;
 
+/// The first row statement `index` of a script returned, decoded.
+pub(super) fn first_row<T>(rows: &ScriptRows, index: usize) -> StoreResult<Option<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, SqliteRow>,
+{
+    Ok(rows
+        .get(index)
+        .and_then(|rows| rows.first())
+        .map(T::from_row)
+        .transpose()?)
+}
+
 pub(super) struct Writer {
     conn: Mutex<SqliteConnection>,
     /// Set while a script's transaction may be open. Only touched with `conn`
     /// locked; still set when the next write takes the lock means the request
     /// running the script was cancelled midway.
     script_open: AtomicBool,
-    pub(super) links: SyncMutex<Queue<NewLink>>,
-    pub(super) hits: SyncMutex<Queue<Hit>>,
-    pub(super) redemptions: SyncMutex<Queue<Redemption>>,
+    pub(super) links: Queue<NewLink>,
+    pub(super) hits: Queue<Hit>,
+    pub(super) redemptions: Queue<Redemption>,
 }
 
 impl Writer {
@@ -52,9 +65,9 @@ impl Writer {
         Arc::new(Self {
             conn: Mutex::new(conn),
             script_open: AtomicBool::new(false),
-            links: SyncMutex::default(),
-            hits: SyncMutex::default(),
-            redemptions: SyncMutex::default(),
+            links: Queue::default(),
+            hits: Queue::default(),
+            redemptions: Queue::default(),
         })
     }
 
@@ -162,39 +175,21 @@ impl Writer {
     /// failed batch fails every job in it: grouped jobs cannot fail on their own
     /// (fresh random keys, upserts), so a failure is the database's.
     async fn submit<J: Grouped>(self: &Arc<Self>, job: J) -> StoreResult<J::Output> {
-        let (done, committed) = oneshot::channel();
-        let start_flusher = {
-            let mut queue = J::queue(self)
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            queue.waiting.push((job, done));
-            !std::mem::replace(&mut queue.flushing, true)
-        };
+        let (committed, start_flusher) = J::queue(self).push(job);
         if start_flusher {
             tokio::spawn(self.clone().flush::<J>());
         }
-        match committed.await {
-            Ok(outcome) => outcome.map_err(StoreError::Unavailable),
-            Err(_) => Err(StoreError::Unavailable("the write was abandoned".into())),
-        }
+        committed.get().await
     }
 
     /// Commits waiting jobs of one kind, a batch per transaction, until none wait.
+    /// The writer is taken first, so a batch holds everything queued meanwhile.
     async fn flush<J: Grouped>(self: Arc<Self>) {
         loop {
             let conn = self.lock().await;
-            let batch = {
-                let mut queue = J::queue(&self)
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if queue.waiting.is_empty() {
-                    queue.flushing = false;
-                    return;
-                }
-                let take = queue.waiting.len().min(MAX_BATCH);
-                queue.waiting.drain(..take).collect::<Vec<_>>()
+            let Some((jobs, replies)) = J::queue(&self).take(MAX_BATCH) else {
+                return;
             };
-            let (jobs, replies): (Vec<J>, Vec<_>) = batch.into_iter().unzip();
             let outcome = match conn {
                 Ok(mut conn) => {
                     let sql = J::script(jobs.len());
@@ -206,44 +201,18 @@ impl Writer {
                 }
                 Err(error) => Err(error),
             };
-            match outcome {
-                Ok(outputs) => {
-                    for (reply, output) in replies.into_iter().zip(outputs) {
-                        let _ = reply.send(Ok(output));
-                    }
-                }
-                Err(error) => {
-                    let error = error.to_string();
-                    for reply in replies {
-                        let _ = reply.send(Err(error.clone()));
-                    }
-                }
-            }
+            replies.send(outcome);
         }
     }
 }
 
-type Reply<T> = oneshot::Sender<Result<T, String>>;
-
-/// Jobs waiting for the writer, and whether a flusher task will take them.
-pub(super) struct Queue<J: Grouped> {
-    waiting: Vec<(J, Reply<J::Output>)>,
-    flushing: bool,
-}
-
-impl<J: Grouped> Default for Queue<J> {
-    fn default() -> Self {
-        Self {
-            waiting: Vec::new(),
-            flushing: false,
-        }
-    }
-}
+/// Jobs of one kind waiting for the writer.
+pub(super) type Queue<J> = Waiting<J, <J as Grouped>::Output>;
 
 /// A kind of write that is committed in groups.
 pub(super) trait Grouped: Sized + Send + 'static {
     type Output: Send + 'static;
-    fn queue(writer: &Writer) -> &SyncMutex<Queue<Self>>;
+    fn queue(writer: &Writer) -> &Queue<Self>;
     /// The script for `n` jobs, `BEGIN` to `COMMIT`, with `?` parameters.
     fn script(n: usize) -> String;
     fn bind<'q>(batch: &'q [Self], script: Script<'q>) -> Script<'q>;
