@@ -1,26 +1,31 @@
 //! A read cache for the two lookups every authenticated request makes (the
-//! session behind an access token, the record behind an API key), for the
-//! SQLite backend only.
+//! session behind an access token, the record behind an API key).
 //!
-//! Why: on SQLite those point reads cost little in SQLite itself but two thread
-//! hops each (sqlx runs every connection on its own thread), which profiles as
-//! most of a `GET /v1/me`. Why it is safe: one `serve` process owns a SQLite
-//! file and every write goes through this wrapper, so the wrapper sees every
-//! change. Each write that can change what those lookups return (sessions,
-//! members, roles, keys) bumps an epoch *after* it returns; a cached answer
-//! counts only while the epoch it was read under is current, and only within
-//! the second it was read in (role grants expire by the second). A revocation
-//! therefore refuses the old credential from the moment the revoking call
-//! returns. Postgres gets no cache: several instances share it, and one
-//! instance cannot see another's writes.
+//! Why: those point reads are cheap in the database but each costs a round
+//! trip (on SQLite two thread hops, on Postgres a wake-up of a server process),
+//! which profiles as most of a `GET /v1/me`. Why it is safe: an answer counts
+//! only while no change has been seen since it was read, and only within the
+//! second it was read in (role grants expire by the second), as [`Freshness`]
+//! tracks. Changes are seen two ways:
+//!
+//! - every write through this wrapper that can change those answers (sessions,
+//!   members, roles, keys) marks a change *after* it returns, so the instance
+//!   that revokes refuses the old credential from the moment the revoking call
+//!   returns;
+//! - on Postgres, where other instances and operators write too, the tables'
+//!   triggers notify every instance of each committed change
+//!   (`change_notices.rs`), which reaches the others within the notification's
+//!   delivery, normally well under a millisecond. While that channel is down,
+//!   nothing is served from the cache; if it silently stalls, the one-second
+//!   lifetime still bounds how long an answer can outlive its revocation.
 //!
 //! Every method of the store traits is listed here on purpose: a new one does
 //! not compile until someone decides whether it invalidates.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -30,18 +35,67 @@ use crate::domain::{Email, Member, MemberId, MemberStatus, Role, TokenHash};
 /// Entries kept per cache before it is emptied (cheap, and rare).
 const CAPACITY: usize = 50_000;
 
+/// Which cached answers still count: those read since the last change seen,
+/// and only while changes can be seen at all.
+pub struct Freshness {
+    /// Changes seen so far; an answer read under an older count is stale.
+    epoch: AtomicU64,
+    /// False while a change made elsewhere could go unseen (the Postgres
+    /// listener is connecting, or lost its connection): reads then bypass the
+    /// cache.
+    watching: AtomicBool,
+}
+
+impl Freshness {
+    /// For a store only this process writes to: every change passes through
+    /// [`CachedStore`], so changes are always seen.
+    pub fn local() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: AtomicU64::new(0),
+            watching: AtomicBool::new(true),
+        })
+    }
+
+    /// For a shared store: nothing is cached until a watcher reports, through
+    /// [`Freshness::watching`], that it sees other writers' changes.
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+        })
+    }
+
+    /// Something changed: every answer cached so far is stale.
+    pub fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Starts or stops serving cached answers. Either way, what is cached now
+    /// is dropped: changes made while nobody watched are unknown.
+    pub fn watching(&self, watching: bool) {
+        self.watching.store(watching, Ordering::Release);
+        self.changed();
+    }
+
+    /// The current change count, or `None` when nothing may be cached.
+    fn current(&self) -> Option<u64> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        self.watching.load(Ordering::Acquire).then_some(epoch)
+    }
+}
+
 pub struct CachedStore {
     inner: DynStore,
-    epoch: AtomicU64,
+    freshness: Arc<Freshness>,
     sessions: Lookups<(String, String), Option<Member>>,
     keys: Lookups<String, Option<ApiKeyRecord>>,
 }
 
 impl CachedStore {
-    pub fn new(inner: DynStore) -> Self {
+    pub fn new(inner: DynStore, freshness: Arc<Freshness>) -> Self {
         Self {
             inner,
-            epoch: AtomicU64::new(0),
+            freshness,
             sessions: Lookups::default(),
             keys: Lookups::default(),
         }
@@ -50,7 +104,7 @@ impl CachedStore {
     /// Runs a write that may change cached answers, then invalidates them all.
     async fn invalidating<T>(&self, write: impl Future<Output = T>) -> T {
         let result = write.await;
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.freshness.changed();
         result
     }
 }
@@ -77,16 +131,18 @@ impl<K: Eq + Hash, V: Clone> Lookups<K, V> {
     }
 
     /// The cached answer for `key`, or `read`'s, remembered under the epoch
-    /// current *before* reading: if a write lands meanwhile, the entry is stale
-    /// on arrival and never served.
+    /// current *before* reading: if a change is seen meanwhile, the entry is
+    /// stale on arrival and never served.
     async fn get_or_read(
         &self,
-        epoch: &AtomicU64,
+        freshness: &Freshness,
         key: K,
         now: i64,
         read: impl Future<Output = StoreResult<V>>,
     ) -> StoreResult<V> {
-        let current = epoch.load(Ordering::Acquire);
+        let Some(current) = freshness.current() else {
+            return read.await;
+        };
         if let Some(entry) = self.lock().get(&key)
             && entry.epoch == current
             && entry.now == now
@@ -189,7 +245,7 @@ impl Store for CachedStore {
             outcome,
             Ok(RefreshOutcome::Rotated { .. } | RefreshOutcome::Invalid)
         ) {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
+            self.freshness.changed();
         }
         outcome
     }
@@ -212,7 +268,7 @@ impl Store for CachedStore {
     ) -> StoreResult<Option<Member>> {
         let key = (member_id.to_string(), session_id.to_owned());
         let read = self.inner.session_member(member_id, session_id, now);
-        self.sessions.get_or_read(&self.epoch, key, now, read).await
+        self.sessions.get_or_read(&self.freshness, key, now, read).await
     }
 
     async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>> {
@@ -426,7 +482,7 @@ impl ApiKeyStore for CachedStore {
 
     async fn api_key(&self, id: &str, now: i64) -> StoreResult<Option<ApiKeyRecord>> {
         self.keys
-            .get_or_read(&self.epoch, id.to_owned(), now, self.inner.api_key(id, now))
+            .get_or_read(&self.freshness, id.to_owned(), now, self.inner.api_key(id, now))
             .await
     }
 

@@ -1,7 +1,7 @@
 //! Concurrent point reads folded into one query: the per-request checks on
 //! Postgres (is this session live, what is this API key, is its member active?)
-//! that every request makes, and that no instance may cache because another
-//! may revoke.
+//! that the read cache (`cache.rs`) cannot answer: the first in each second, and
+//! every one while the cache is off.
 //!
 //! While one batch is at the database, new lookups queue; when it returns, one
 //! task sends all of them as the next batch. A lone request goes straight

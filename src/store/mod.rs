@@ -9,6 +9,7 @@
 mod api_keys;
 mod audit;
 mod cache;
+mod change_notices;
 mod coalesce;
 mod members;
 mod members_sql;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 
 pub use api_keys::{ApiKeyInfo, ApiKeyRecord, ApiKeyStore, NewApiKey};
 pub use audit::{AuditFilter, AuditRow, AuditStore};
-pub use cache::CachedStore;
+pub use cache::{CachedStore, Freshness};
 pub use members::{MemberFilter, MemberStore, RoleGrant, RoleInfo};
 pub use postgres::PostgresStore;
 pub use roster::{
@@ -256,11 +257,11 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> StoreResult<Dyn
     let text = url.expose();
     if text.starts_with("sqlite:") {
         let sqlite: DynStore = Arc::new(SqliteStore::connect(text, max_connections).await?);
-        Ok(Arc::new(CachedStore::new(sqlite)))
+        Ok(Arc::new(CachedStore::new(sqlite, Freshness::local())))
     } else if text.starts_with("postgres:") || text.starts_with("postgresql:") {
-        Ok(Arc::new(
-            PostgresStore::connect(text, max_connections).await?,
-        ))
+        let postgres = PostgresStore::connect(text, max_connections).await?;
+        let freshness = postgres.freshness();
+        Ok(Arc::new(CachedStore::new(Arc::new(postgres), freshness)))
     } else {
         Err(StoreError::UnsupportedUrl(
             text.split(':').next().unwrap_or_default().to_owned(),

@@ -13,6 +13,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::api_keys::{KeyMemberRow, fold_key, impl_api_key_store, key_member_columns};
 use super::audit::impl_audit_store;
+use super::cache::Freshness;
+use super::change_notices::ChangeNotices;
 use super::coalesce::{Coalescer, Fetch};
 use super::members_sql::impl_member_store;
 use super::portable::{
@@ -53,6 +55,11 @@ pub struct PostgresStore {
     sessions: Arc<Coalescer<SessionKey, Option<Member>>>,
     /// API-key lookups of concurrent requests, sent as one query.
     keys: Arc<Coalescer<(String, i64), Option<ApiKeyRecord>>>,
+    /// What the read cache in front of this store may serve, kept up to date
+    /// by `_notices` with the changes other instances commit.
+    freshness: Arc<Freshness>,
+    /// Held for its `Drop`: listening stops with the store.
+    _notices: ChangeNotices,
 }
 
 /// A session check: member id, session id, and the time roles are live at.
@@ -181,15 +188,23 @@ impl PostgresStore {
             .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(IDLE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        let freshness = Freshness::shared();
         Ok(Self {
+            _notices: ChangeNotices::start(options, freshness.clone()),
+            freshness,
             sessions: Coalescer::new(live_sessions(pool.clone())),
             keys: Coalescer::new(keys_with_members(pool.clone())),
             writer: pool.clone(),
             reader: pool,
             counters,
         })
+    }
+
+    /// What a read cache in front of this store may serve.
+    pub fn freshness(&self) -> Arc<Freshness> {
+        self.freshness.clone()
     }
 
     /// The member behind a live session, looked up together with the other

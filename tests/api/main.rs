@@ -9,6 +9,7 @@ mod admin_import;
 mod admin_keys;
 mod admin_members;
 mod browser;
+mod cache_across_instances;
 
 mod errors;
 mod mail;
