@@ -37,12 +37,10 @@ impl AuthService {
         let audit = AuditEntry::new("auth.link_requested")
             .target(request.email.as_str())
             .ip(ip.clone());
-        if !self.store.is_eligible(&request.email).await? {
-            let audit = audit.details(json!({ "eligible": false }));
-            self.store.record_audit(audit, now).await?;
-            return Ok(());
-        }
 
+        // The mail is made whether or not the address may sign in: the store
+        // decides in the same round trip that stores it, and the answer takes
+        // the same work either way.
         let token = OpaqueToken::generate();
         let code = SignInCode::generate();
         let token_hash = token.hash();
@@ -72,10 +70,9 @@ impl AuthService {
             expires_at,
             ip,
         };
-        self.store
-            .create_magic_link(record, mail, audit.details(json!({ "eligible": true })))
-            .await?;
-        self.mailer.wake_worker();
+        if self.store.create_magic_link(record, mail, audit).await? {
+            self.mailer.wake_worker();
+        }
         Ok(())
     }
 

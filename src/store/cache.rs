@@ -207,7 +207,7 @@ impl Store for CachedStore {
         link: NewMagicLink,
         mail: NewMail,
         audit: AuditEntry,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.inner.create_magic_link(link, mail, audit).await
     }
 
@@ -268,7 +268,9 @@ impl Store for CachedStore {
     ) -> StoreResult<Option<Member>> {
         let key = (member_id.to_string(), session_id.to_owned());
         let read = self.inner.session_member(member_id, session_id, now);
-        self.sessions.get_or_read(&self.freshness, key, now, read).await
+        self.sessions
+            .get_or_read(&self.freshness, key, now, read)
+            .await
     }
 
     async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>> {
@@ -482,7 +484,12 @@ impl ApiKeyStore for CachedStore {
 
     async fn api_key(&self, id: &str, now: i64) -> StoreResult<Option<ApiKeyRecord>> {
         self.keys
-            .get_or_read(&self.freshness, id.to_owned(), now, self.inner.api_key(id, now))
+            .get_or_read(
+                &self.freshness,
+                id.to_owned(),
+                now,
+                self.inner.api_key(id, now),
+            )
             .await
     }
 

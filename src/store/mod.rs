@@ -149,13 +149,17 @@ pub trait Store:
     /// allowlisted address that is not (yet) a member.
     async fn is_eligible(&self, email: &Email) -> StoreResult<bool>;
 
-    /// Stores a sign-in link and the mail that carries it, atomically.
+    /// Stores a sign-in link and the mail that carries it, atomically, if
+    /// `link.email` may sign in (as [`Store::is_eligible`] decides); records
+    /// `audit` either way, with `eligible` added to its details. True when the
+    /// link was stored. One operation, so that on Postgres a link request is
+    /// one round trip.
     async fn create_magic_link(
         &self,
         link: NewMagicLink,
         mail: NewMail,
         audit: AuditEntry,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
     /// Spends one code attempt on every live link of `email` and returns their
     /// `(token hash, code hash)` pairs, so the caller can compare the typed code.

@@ -159,7 +159,7 @@ macro_rules! impl_store {
                 })
             }
 
-            async fn create_magic_link(&self, link: NewMagicLink, mail: NewMail, audit: AuditEntry) -> StoreResult<()> {
+            async fn create_magic_link(&self, link: NewMagicLink, mail: NewMail, audit: AuditEntry) -> StoreResult<bool> {
                 self.insert_magic_link(link, mail, audit).await
             }
 

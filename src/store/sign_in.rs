@@ -12,28 +12,12 @@ use super::sqlite_groups::Redemption;
 use super::sqlite_writer::first_row;
 use super::{
     AuditEntry, NewMagicLink, NewMail, NewRefreshToken, NewSession, PostgresStore, SqliteStore,
-    StoreResult,
+    Store, StoreResult,
 };
 use crate::domain::{MemberStatus, Role, TokenHash};
 
-/// `$1..$7` the link, `$8..$14` its mail, `$15..$20` the audit row.
-macro_rules! insert_link_sql {
-    () => {
-        "INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)"
-    };
-}
-macro_rules! insert_link_mail_sql {
-    () => {
-        "INSERT INTO outbox (id, kind, recipient, subject, sealed_body, status, created_at, next_attempt_at, expires_at) \
-         VALUES ($8, $9, $10, $11, $12, 'queued', $13, $13, $14)"
-    };
-}
-macro_rules! insert_link_audit_sql {
-    () => {
-        "INSERT INTO audit_log (id, at, actor, action, target, details, ip) VALUES ($15, $5, $16, $17, $18, $19, $20)"
-    };
-}
+/// The detail a link request's audit row carries: whether the address may sign in.
+const ELIGIBLE: &str = "eligible";
 
 /// `$1` the presented token's hash, `$2` the next token's id, `$3` now. Every
 /// check a rotation needs (unused, unrevoked, unexpired, live session, active
@@ -87,7 +71,7 @@ macro_rules! insert_sign_in_audit_sql {
     };
 }
 
-/// Binds a new link, its mail and its audit row in the order of the link SQL above.
+/// Binds a new link (`$1..$7`), its mail (`$8..$14`) and its audit row (`$15..$20`).
 macro_rules! bind_new_link {
     ($query:expr, $link:expr, $mail:expr, $audit:expr) => {{
         let (link, mail, audit) = ($link, $mail, $audit);
@@ -223,13 +207,22 @@ pub(super) struct Redeemed {
 }
 
 impl SqliteStore {
+    /// The eligibility check on a reader, then the link in the writer's next
+    /// group commit.
     pub(super) async fn insert_magic_link(
         &self,
         link: NewMagicLink,
         mail: NewMail,
         audit: AuditEntry,
-    ) -> StoreResult<()> {
-        self.writer.insert_magic_link(link, mail, audit).await
+    ) -> StoreResult<bool> {
+        let eligible = Store::is_eligible(self, &link.email).await?;
+        let audit = audit.with_detail(ELIGIBLE, eligible);
+        if eligible {
+            self.writer.insert_magic_link(link, mail, audit).await?;
+        } else {
+            Store::record_audit(self, audit, link.created_at).await?;
+        }
+        Ok(eligible)
     }
 
     /// Claims `presented` and inserts its successor; the claimed token's family
@@ -335,24 +328,38 @@ impl SqliteStore {
 }
 
 impl PostgresStore {
+    /// One statement: the eligibility check, the link and its mail (only if
+    /// eligible), and the audit row.
     pub(super) async fn insert_magic_link(
         &self,
         link: NewMagicLink,
         mail: NewMail,
         audit: AuditEntry,
-    ) -> StoreResult<()> {
-        let statement = sqlx::query(concat!(
-            "WITH link AS (",
-            insert_link_sql!(),
-            "), mail AS (",
-            insert_link_mail_sql!(),
-            ") ",
-            insert_link_audit_sql!()
-        ));
-        bind_new_link!(statement, link, mail, audit)
-            .execute(&mut *self.write().await?)
+    ) -> StoreResult<bool> {
+        // `$1..$7` the link, `$8..$14` its mail, `$15..$21` the audit row (`$19`
+        // its details if eligible, `$21` if not).
+        let statement = sqlx::query_scalar(
+            "WITH eligible AS (SELECT COALESCE( \
+               (SELECT status = 'active' FROM members WHERE email = $2), \
+               EXISTS (SELECT 1 FROM eligible_emails WHERE email = $2)) AS yes \
+             ), link AS ( \
+               INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) \
+               SELECT $1, $2, $3, $4, $5, $6, $7 FROM eligible WHERE yes RETURNING token_hash \
+             ), mail AS ( \
+               INSERT INTO outbox (id, kind, recipient, subject, sealed_body, status, created_at, next_attempt_at, expires_at) \
+               SELECT $8, $9, $10, $11, $12, 'queued', $13, $13, $14 FROM link \
+             ), audit AS ( \
+               INSERT INTO audit_log (id, at, actor, action, target, details, ip) \
+               SELECT $15, $5, $16, $17, $18, CASE WHEN yes THEN $19 ELSE $21 END, $20 FROM eligible \
+             ) SELECT yes FROM eligible",
+        );
+        let refused = audit.clone().with_detail(ELIGIBLE, false).details;
+        let audit = audit.with_detail(ELIGIBLE, true);
+        let eligible = bind_new_link!(statement, link, mail, audit)
+            .bind(refused.to_string())
+            .fetch_one(&mut *self.write().await?)
             .await?;
-        Ok(())
+        Ok(eligible)
     }
 
     /// As on SQLite, in one statement.

@@ -43,6 +43,14 @@ impl AuditEntry {
         self.details = details;
         self
     }
+
+    /// This entry with `key` set to `value` among its details.
+    pub(super) fn with_detail(mut self, key: &str, value: bool) -> Self {
+        if let Some(fields) = self.details.as_object_mut() {
+            fields.insert(key.to_owned(), value.into());
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,11 +76,13 @@ impl Instances {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let before = self.b_session().await.expect("live session");
-            sqlx::query("UPDATE members SET last_login_at = COALESCE(last_login_at, 0) + 1 WHERE id = $1")
-                .bind(self.member.as_str())
-                .execute(&mut self.operator)
-                .await
-                .expect("stamp");
+            sqlx::query(
+                "UPDATE members SET last_login_at = COALESCE(last_login_at, 0) + 1 WHERE id = $1",
+            )
+            .bind(self.member.as_str())
+            .execute(&mut self.operator)
+            .await
+            .expect("stamp");
             let after = self.b_session().await.expect("live session");
             if after.last_login_at == before.last_login_at {
                 return;
@@ -158,14 +160,26 @@ async fn a_role_granted_elsewhere_shows_in_every_cache() {
     let mut it = instances().await;
     it.b_is_caching().await;
     let sustainer = Role::parse("sustainer").expect("role");
-    assert!(!it.b_session().await.expect("live").roles.contains(&sustainer));
+    assert!(
+        !it.b_session()
+            .await
+            .expect("live")
+            .roles
+            .contains(&sustainer)
+    );
 
     it.operator_runs(
         "INSERT INTO member_roles (member_id, role, granted_at) VALUES ($1, 'sustainer', 0)",
     )
     .await;
     let deadline = Instant::now() + PATIENCE;
-    while !it.b_session().await.expect("live").roles.contains(&sustainer) {
+    while !it
+        .b_session()
+        .await
+        .expect("live")
+        .roles
+        .contains(&sustainer)
+    {
         assert!(Instant::now() < deadline, "b never saw the new role");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -229,13 +243,12 @@ async fn a_lost_notice_connection_turns_the_cache_off_not_stale() {
         .expect("terminate the listeners");
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let alive: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])",
-        )
-        .bind(&listeners)
-        .fetch_one(&mut it.operator)
-        .await
-        .expect("count");
+        let alive: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])")
+                .bind(&listeners)
+                .fetch_one(&mut it.operator)
+                .await
+                .expect("count");
         if alive == 0 {
             break;
         }
@@ -256,7 +269,10 @@ async fn a_lost_notice_connection_turns_the_cache_off_not_stale() {
         .expect("restore the session");
     let deadline = Instant::now() + PATIENCE;
     while it.b_session().await.is_none() {
-        assert!(Instant::now() < deadline, "b never saw the restored session");
+        assert!(
+            Instant::now() < deadline,
+            "b never saw the restored session"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     it.b_is_caching().await;

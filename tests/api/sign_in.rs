@@ -130,6 +130,28 @@ async fn ineligible_address_gets_the_same_answer_and_no_mail(backend: Backend) {
     app.next_mail_to(ADMIN).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app.mail_files_to("stranger@example.org").is_empty());
+
+    // Only the audit log tells the two apart.
+    let admin = app.admin_token().await;
+    let requests = TestApp::json_ok(
+        app.get_as("/v1/admin/audit?action=auth.link_requested", &admin)
+            .await,
+        200,
+    )
+    .await;
+    let eligible_by_target: Vec<(String, bool)> = requests["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["target"].as_str().unwrap().to_owned(),
+                row["details"]["eligible"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(eligible_by_target.contains(&("stranger@example.org".to_owned(), false)));
+    assert!(eligible_by_target.contains(&(ADMIN.to_owned(), true)));
 }
 
 async fn a_link_works_once(backend: Backend) {
