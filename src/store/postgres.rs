@@ -28,7 +28,8 @@ impl_member_store!(PostgresStore);
 impl_roster_store!(
     PostgresStore,
     write_import_chunk_unnest,
-    super::roster::IMPORT_CHUNK
+    super::roster::IMPORT_CHUNK,
+    lock_roster_writers
 );
 impl_api_key_store!(PostgresStore);
 impl_audit_store!(PostgresStore);

@@ -32,7 +32,8 @@ impl_member_store!(SqliteStore);
 impl_roster_store!(
     SqliteStore,
     write_import_chunk,
-    super::roster::SQLITE_ROWS_PER_STATEMENT
+    super::roster::SQLITE_ROWS_PER_STATEMENT,
+    sqlite_writes_one_at_a_time
 );
 impl_api_key_store!(SqliteStore);
 impl_audit_store!(SqliteStore);

@@ -358,7 +358,46 @@ async fn a_million_row_file_imports(backend: Backend) {
     );
 }
 
+/// Two uploads at once that overlap: each address is added exactly once, by
+/// one of them, and their figures add up.
+async fn overlapping_uploads_at_once_count_each_address_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, admin) = app.admin().await;
+    let roster = |range: std::ops::Range<u32>| -> Vec<u8> {
+        let mut csv = String::from("email\n");
+        for i in range {
+            csv.push_str(&format!("m{i}@example.org\n"));
+        }
+        csv.into_bytes()
+    };
+    let (first, second) = tokio::join!(
+        app.import_csv(&admin, roster(0..6_000), "?batch_id=first"),
+        app.import_csv(&admin, roster(4_000..10_000), "?batch_id=second"),
+    );
+    let first = TestApp::json_ok(first, 200).await;
+    let second = TestApp::json_ok(second, 200).await;
+    let added = |report: &Value| report["added"].as_u64().unwrap();
+    let unchanged = |report: &Value| report["unchanged"].as_u64().unwrap();
+    assert_eq!(added(&first) + added(&second), 10_000, "{first} {second}");
+    assert_eq!(
+        unchanged(&first) + unchanged(&second),
+        2_000,
+        "{first} {second}"
+    );
+
+    let batches = TestApp::json_ok(app.get_as("/v1/admin/batches", &admin).await, 200).await;
+    let remaining: u64 = batches["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|batch| batch["id"] == "first" || batch["id"] == "second")
+        .map(|batch| batch["remaining"].as_u64().unwrap())
+        .sum();
+    assert_eq!(remaining, 10_000);
+}
+
 backend_tests!(
+    overlapping_uploads_at_once_count_each_address_once,
     messy_spreadsheet_export_imports_with_exact_figures,
     headerless_comma_file_uses_the_first_column,
     dry_run_reports_but_writes_nothing,
