@@ -35,6 +35,21 @@ macro_rules! member_select {
 }
 pub(crate) use member_select;
 
+/// Whether the address `$email` may sign in, as one boolean expression: an
+/// active member, or (not yet a member) on the allowlist.
+macro_rules! eligibility_sql {
+    ($email:literal) => {
+        concat!(
+            "COALESCE((SELECT status = 'active' FROM members WHERE email = ",
+            $email,
+            "), EXISTS (SELECT 1 FROM eligible_emails WHERE email = ",
+            $email,
+            "))"
+        )
+    };
+}
+pub(crate) use eligibility_sql;
+
 /// Folds the rows of one member (one per role) into a [`Member`].
 pub(crate) fn fold_member(rows: Vec<MemberRoleRow>) -> StoreResult<Option<Member>> {
     let mut rows = rows.into_iter();
@@ -144,19 +159,10 @@ macro_rules! impl_store {
             }
 
             async fn is_eligible(&self, email: &Email) -> StoreResult<bool> {
-                // One round trip: the member's status and the allowlist entry side by
-                // side (keys and statuses, not literals, so both decode as text).
-                let (status, listed): (Option<String>, Option<String>) = sqlx::query_as(
-                    "SELECT (SELECT status FROM members WHERE email = $1), \
-                            (SELECT email FROM eligible_emails WHERE email = $1)",
-                )
-                .bind(email.as_str())
-                .fetch_one(&self.reader)
-                .await?;
-                Ok(match status {
-                    Some(status) => status == MemberStatus::Active.as_str(),
-                    None => listed.is_some(),
-                })
+                Ok(sqlx::query_scalar(concat!("SELECT ", $crate::store::portable::eligibility_sql!("$1")))
+                    .bind(email.as_str())
+                    .fetch_one(&self.reader)
+                    .await?)
             }
 
             async fn create_magic_link(&self, link: NewMagicLink, mail: NewMail, audit: AuditEntry) -> StoreResult<bool> {

@@ -8,6 +8,7 @@
 //! statement per message, gets the same SQL as one statement of data-modifying
 //! CTEs (one network round trip, atomic on its own).
 
+use super::portable::eligibility_sql;
 use super::sqlite_groups::Redemption;
 use super::sqlite_writer::first_row;
 use super::{
@@ -338,11 +339,10 @@ impl PostgresStore {
     ) -> StoreResult<bool> {
         // `$1..$7` the link, `$8..$14` its mail, `$15..$21` the audit row (`$19`
         // its details if eligible, `$21` if not).
-        let statement = sqlx::query_scalar(
-            "WITH eligible AS (SELECT COALESCE( \
-               (SELECT status = 'active' FROM members WHERE email = $2), \
-               EXISTS (SELECT 1 FROM eligible_emails WHERE email = $2)) AS yes \
-             ), link AS ( \
+        let statement = sqlx::query_scalar(concat!(
+            "WITH eligible AS (SELECT ",
+            eligibility_sql!("$2"),
+            " AS yes), link AS ( \
                INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) \
                SELECT $1, $2, $3, $4, $5, $6, $7 FROM eligible WHERE yes RETURNING token_hash \
              ), mail AS ( \
@@ -352,7 +352,7 @@ impl PostgresStore {
                INSERT INTO audit_log (id, at, actor, action, target, details, ip) \
                SELECT $15, $5, $16, $17, $18, CASE WHEN yes THEN $19 ELSE $21 END, $20 FROM eligible \
              ) SELECT yes FROM eligible",
-        );
+        ));
         let refused = audit.clone().with_detail(ELIGIBLE, false).details;
         let audit = audit.with_detail(ELIGIBLE, true);
         let eligible = bind_new_link!(statement, link, mail, audit)

@@ -29,6 +29,15 @@ struct Instances {
     session: String,
 }
 
+/// Polls `done` until it holds; fails, saying what never happened, after [`PATIENCE`].
+async fn eventually(never: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{never} within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Two stores on one fresh database, one active member with a live session.
 async fn instances() -> Instances {
     let url = crate::pg::fresh_database_url().await;
@@ -101,14 +110,10 @@ impl Instances {
 
     /// Waits until `b`'s session check gives `None`.
     async fn b_refuses_the_session(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.b_session().await.is_some() {
-            assert!(
-                Instant::now() < deadline,
-                "b still serves the session after {PATIENCE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("b did not refuse the session", async || {
+            self.b_session().await.is_none()
+        })
+        .await;
     }
 
     async fn operator_runs(&mut self, statement: &str) {
@@ -172,17 +177,11 @@ async fn a_role_granted_elsewhere_shows_in_every_cache() {
         "INSERT INTO member_roles (member_id, role, granted_at) VALUES ($1, 'sustainer', 0)",
     )
     .await;
-    let deadline = Instant::now() + PATIENCE;
-    while !it
-        .b_session()
-        .await
-        .expect("live")
-        .roles
-        .contains(&sustainer)
-    {
-        assert!(Instant::now() < deadline, "b never saw the new role");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("b did not see the new role", async || {
+        let member = it.b_session().await.expect("live");
+        member.roles.contains(&sustainer)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,15 +209,11 @@ async fn an_api_key_revoked_on_one_instance_is_refused_by_the_others() {
             .await
             .expect("revoke")
     );
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually("b did not see the key revoked", async || {
         let seen = it.b.api_key("cachetest", NOW).await.expect("lookup");
-        if seen.expect("key").revoked_at.is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "b still serves the revoked key");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        seen.expect("key").revoked_at.is_some()
+    })
+    .await;
 }
 
 /// Notices sent while an instance is not listening are lost; the instance must
@@ -241,20 +236,16 @@ async fn a_lost_notice_connection_turns_the_cache_off_not_stale() {
         .execute(&mut it.operator)
         .await
         .expect("terminate the listeners");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually("the listeners did not go away", async || {
         let alive: i64 =
             sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])")
                 .bind(&listeners)
                 .fetch_one(&mut it.operator)
                 .await
                 .expect("count");
-        if alive == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "listeners did not go away");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        alive == 0
+    })
+    .await;
 
     // Very likely before the instances listen again: this notice reaches nobody.
     it.operator_runs("UPDATE sessions SET revoked_at = 1 WHERE member_id = $1")
@@ -267,14 +258,10 @@ async fn a_lost_notice_connection_turns_the_cache_off_not_stale() {
         .execute(&mut it.operator)
         .await
         .expect("restore the session");
-    let deadline = Instant::now() + PATIENCE;
-    while it.b_session().await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "b never saw the restored session"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("b did not see the restored session", async || {
+        it.b_session().await.is_some()
+    })
+    .await;
     it.b_is_caching().await;
     it.operator_runs("UPDATE members SET status = 'suspended' WHERE id = $1")
         .await;
