@@ -95,6 +95,7 @@ macro_rules! write_import_chunk_unnest {
         $counts.added += added;
         let listed = entries.len() as u64 - added;
         if listed > 0 {
+            // The rows just inserted already hold their roles, so they do not match.
             let updated = sqlx::query(
                 "UPDATE eligible_emails SET roles = u.roles \
                  FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) \
