@@ -11,7 +11,7 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::auth::AuthError;
-use crate::domain::{EmailError, RoleError};
+use crate::domain::{Conflict, EmailError, RoleError};
 use crate::store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -257,26 +257,36 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%cause, "database unavailable");
                 Self::Unavailable
             }
-            StoreError::UnknownRole(role) => {
+            StoreError::NotFound(what) => Self::NotFound(format!("no such {what}")),
+            StoreError::Conflict(conflict) => conflict.into(),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Conflict> for ApiError {
+    fn from(conflict: Conflict) -> Self {
+        match conflict {
+            Conflict::UnknownRole(role) => {
                 Self::unprocessable("unknown_role", format!("there is no role `{role}`"))
             }
-            StoreError::NotFound(what) => Self::NotFound(format!("no such {what}")),
-            StoreError::Conflict(detail) => Self::conflict("conflict", detail),
-            StoreError::LastAdmin => Self::conflict(
+            Conflict::LastAdmin => Self::conflict(
                 "last_admin",
                 "this would leave no active admin; make another member admin first",
             ),
-            StoreError::BuiltinRole(role) => Self::conflict(
+            Conflict::BuiltinRole(role) => Self::conflict(
                 "builtin_role",
                 format!("`{role}` is a built-in role and cannot be deleted"),
             ),
-            StoreError::RoleInUse { role, grants } => Self::conflict(
+            Conflict::RoleInUse { role, grants } => Self::conflict(
                 "role_in_use",
                 format!(
                     "`{role}` is granted {grants} time(s); delete with force=true to revoke those grants"
                 ),
             ),
-            other => Self::Internal(other.to_string()),
+            other @ (Conflict::RoleExists(_)
+            | Conflict::AlreadyMember(_)
+            | Conflict::MemberDeleted) => Self::conflict("conflict", other.to_string()),
         }
     }
 }

@@ -75,4 +75,9 @@ impl Member {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r.as_str() == role)
     }
+
+    /// Counts toward "an admin remains" ([`super::an_admin_remains`]).
+    pub fn is_active_admin(&self) -> bool {
+        self.status == MemberStatus::Active && self.has_role(Role::ADMIN)
+    }
 }

@@ -31,6 +31,8 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::domain::{Email, Member, MemberId, MemberStatus, Role, TokenHash};
+use crate::store::members::{MemberFilter, RoleGrant};
+use crate::store::roles::RoleInfo;
 
 /// Entries kept per cache before it is emptied (cheap, and rare).
 const CAPACITY: usize = 50_000;
@@ -176,15 +178,13 @@ impl Store for CachedStore {
         self.inner.ping().await
     }
 
-    async fn hit_rate_limit(
-        &self,
-        bucket: &str,
-        window_secs: i64,
-        now: i64,
-    ) -> StoreResult<RateWindow> {
-        self.inner.hit_rate_limit(bucket, window_secs, now).await
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+        self.inner.purge_expired(now).await
     }
+}
 
+#[async_trait]
+impl SignInStore for CachedStore {
     async fn hit_rate_limits(
         &self,
         buckets: &[&str],
@@ -192,10 +192,6 @@ impl Store for CachedStore {
         now: i64,
     ) -> StoreResult<Vec<RateWindow>> {
         self.inner.hit_rate_limits(buckets, window_secs, now).await
-    }
-
-    async fn role_names(&self) -> StoreResult<Vec<String>> {
-        self.inner.role_names().await
     }
 
     async fn is_eligible(&self, email: &Email) -> StoreResult<bool> {
@@ -232,7 +228,10 @@ impl Store for CachedStore {
         self.invalidating(self.inner.redeem_magic_link(token_hash, session, now))
             .await
     }
+}
 
+#[async_trait]
+impl SessionStore for CachedStore {
     /// A plain rotation changes nothing cached; a detected reuse revokes a session.
     async fn rotate_refresh_token(
         &self,
@@ -272,66 +271,14 @@ impl Store for CachedStore {
             .get_or_read(&self.freshness, key, now, read)
             .await
     }
-
-    async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>> {
-        self.inner.member_by_id(id, now).await
-    }
-
-    async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool> {
-        self.invalidating(self.inner.delete_member(id, audit, now))
-            .await
-    }
-
-    async fn bootstrap_admins(&self, emails: &[Email], now: i64) -> StoreResult<()> {
-        self.invalidating(self.inner.bootstrap_admins(emails, now))
-            .await
-    }
-
-    async fn record_audit(&self, entry: AuditEntry, now: i64) -> StoreResult<()> {
-        self.inner.record_audit(entry, now).await
-    }
-
-    async fn claim_due_mail(
-        &self,
-        now: i64,
-        lease_secs: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboxMail>> {
-        self.inner.claim_due_mail(now, lease_secs, limit).await
-    }
-
-    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
-        self.inner.finish_mail(id, result, now).await
-    }
-
-    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
-        self.inner.finish_mails(outcomes, now).await
-    }
-
-    async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
-        self.inner.outbox_page(query).await
-    }
-
-    async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
-        self.inner.outbox_counts().await
-    }
-
-    async fn requeue_failed_mail(
-        &self,
-        id: &str,
-        audit: AuditEntry,
-        now: i64,
-    ) -> StoreResult<RequeueOutcome> {
-        self.inner.requeue_failed_mail(id, audit, now).await
-    }
-
-    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-        self.inner.purge_expired(now).await
-    }
 }
 
 #[async_trait]
 impl MemberStore for CachedStore {
+    async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>> {
+        self.inner.member_by_id(id, now).await
+    }
+
     async fn list_members(&self, filter: &MemberFilter, now: i64) -> StoreResult<Vec<Member>> {
         self.inner.list_members(filter, now).await
     }
@@ -400,6 +347,23 @@ impl MemberStore for CachedStore {
     ) -> StoreResult<Member> {
         self.invalidating(self.inner.onboard_member(email, roles, key, audit, now))
             .await
+    }
+
+    async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool> {
+        self.invalidating(self.inner.delete_member(id, audit, now))
+            .await
+    }
+
+    async fn bootstrap_admins(&self, emails: &[Email], now: i64) -> StoreResult<()> {
+        self.invalidating(self.inner.bootstrap_admins(emails, now))
+            .await
+    }
+}
+
+#[async_trait]
+impl RoleStore for CachedStore {
+    async fn role_names(&self) -> StoreResult<Vec<String>> {
+        self.inner.role_names().await
     }
 
     async fn list_roles(&self, now: i64) -> StoreResult<Vec<RoleInfo>> {
@@ -519,7 +483,44 @@ impl ApiKeyStore for CachedStore {
 
 #[async_trait]
 impl AuditStore for CachedStore {
+    async fn record_audit(&self, entry: AuditEntry, now: i64) -> StoreResult<()> {
+        self.inner.record_audit(entry, now).await
+    }
+
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
         self.inner.list_audit(filter).await
+    }
+}
+
+#[async_trait]
+impl OutboxStore for CachedStore {
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        self.inner.claim_due_mail(now, lease_secs, limit).await
+    }
+
+    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
+        self.inner.finish_mails(outcomes, now).await
+    }
+
+    async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
+        self.inner.outbox_page(query).await
+    }
+
+    async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
+        self.inner.outbox_counts().await
+    }
+
+    async fn requeue_failed_mail(
+        &self,
+        id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<RequeueOutcome> {
+        self.inner.requeue_failed_mail(id, audit, now).await
     }
 }

@@ -1,209 +1,286 @@
-//! The outbox's SQL: recording delivery outcomes, and what operators see and
-//! do (list, count, requeue). Portable like `portable.rs`; [`impl_store!`]
-//! instantiates it for each backend, so the Postgres twin gets it for free.
-//!
-//! [`impl_store!`]: super::portable::impl_store
+//! The outbox: mail written in the same transaction as the token it carries,
+//! claimed by delivery workers under a lease, and what operators see and do
+//! (list, count, requeue).
 
-use super::{MailStatus, OutboxEntry, StoreError, StoreResult};
+use std::sync::LazyLock;
 
-/// The columns [`outbox_entry`] reads, in order.
-pub(crate) const OUTBOX_ENTRY_COLUMNS: &str = "id, kind, recipient, subject, status, attempts, \
+use super::audit::insert_audit;
+use super::backend::{Backend, SqlStore};
+use super::schema::placeholders;
+use super::sql::{Query, query};
+use super::{
+    AuditEntry, MailResult, MailStatus, OutboxCounts, OutboxEntry, OutboxMail, OutboxQuery,
+    RequeueOutcome, StoreError, StoreResult,
+};
+
+/// The columns a new mail is inserted with, in the order of [`super::NewMail`]
+/// (status and due time follow from its creation).
+pub const OUTBOX_INSERT_COLUMNS: &str =
+    "id, kind, recipient, subject, sealed_body, status, created_at, next_attempt_at, expires_at";
+
+/// The columns of [`OutboxMail`], what a worker needs to deliver.
+const OUTBOX_MAIL_COLUMNS: &str =
+    "id, kind, recipient, subject, sealed_body, attempts, created_at, expires_at";
+
+/// The columns of [`OutboxEntryRow`]: everything but the (sealed) body.
+const OUTBOX_ENTRY_COLUMNS: &str = "id, kind, recipient, subject, status, attempts, \
      last_error, created_at, next_attempt_at, sent_at, expires_at";
 
-pub(crate) type OutboxEntryRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    i64,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
-
-/// Builds an [`OutboxEntry`] from the [`OUTBOX_ENTRY_COLUMNS`] tuple.
-pub(crate) fn outbox_entry(row: OutboxEntryRow) -> StoreResult<OutboxEntry> {
-    let (
-        id,
-        kind,
-        recipient,
-        subject,
-        status,
-        attempts,
-        last_error,
-        created_at,
-        next_attempt_at,
-        sent_at,
-        expires_at,
-    ) = row;
-    let status = MailStatus::parse(&status)
-        .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: status `{status}`")))?;
-    Ok(OutboxEntry {
-        id,
-        kind,
-        recipient,
-        subject,
-        status,
-        attempts,
-        last_error,
-        created_at,
-        next_attempt_at,
-        sent_at,
-        expires_at,
-    })
+#[derive(sqlx::FromRow)]
+struct OutboxEntryRow {
+    id: String,
+    kind: String,
+    recipient: String,
+    subject: String,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    next_attempt_at: i64,
+    sent_at: Option<i64>,
+    expires_at: Option<i64>,
 }
 
-/// Inherent methods with the outbox SQL, called by the `Store` impl.
-macro_rules! impl_outbox_sql {
-    ($store:ty) => {
-        impl $store {
-            pub(crate) async fn finish_mails_sql(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
-                // Sent and expired mails need nothing per row, so each kind is one
-                // `id IN (…)` statement; retries and failures carry their own error and
-                // time and keep one statement each (rare under load). With more than
-                // one statement they share a transaction: one commit, one writer turn.
-                let sent: Vec<&str> = outcomes.iter().filter(|(_, r)| matches!(r, MailResult::Sent)).map(|(id, _)| id.as_str()).collect();
-                let expired: Vec<&str> = outcomes.iter().filter(|(_, r)| matches!(r, MailResult::Expired)).map(|(id, _)| id.as_str()).collect();
-                let singles: Vec<&(String, MailResult)> =
-                    outcomes.iter().filter(|(_, r)| !matches!(r, MailResult::Sent | MailResult::Expired)).collect();
-                let statements = usize::from(!sent.is_empty()) + usize::from(!expired.is_empty()) + singles.len();
-                if statements == 0 {
-                    return Ok(());
-                }
-                let in_list = |first: usize, count: usize| {
-                    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-                };
-                let sent_sql = format!(
-                    "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, sealed_body = '', last_error = NULL \
-                     WHERE status = 'queued' AND id IN ({})",
-                    in_list(2, sent.len())
-                );
-                let expired_sql = format!(
-                    "UPDATE outbox SET status = 'expired', sealed_body = '' WHERE status = 'queued' AND id IN ({})",
-                    in_list(1, expired.len())
-                );
-                let mut queries = Vec::with_capacity(statements);
-                if !sent.is_empty() {
-                    let mut query = sqlx::query(&sent_sql).bind(now);
-                    for id in &sent {
-                        query = query.bind(*id);
-                    }
-                    queries.push(query);
-                }
-                if !expired.is_empty() {
-                    let mut query = sqlx::query(&expired_sql);
-                    for id in &expired {
-                        query = query.bind(*id);
-                    }
-                    queries.push(query);
-                }
-                for (id, result) in singles {
-                    queries.push(match result {
-                        MailResult::Retry { next_attempt_at, error } => sqlx::query(
-                            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1 AND status = 'queued'",
-                        )
-                        .bind(id)
-                        .bind(*next_attempt_at)
-                        .bind(error),
-                        MailResult::Failed { error } => sqlx::query(
-                            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1 AND status = 'queued'",
-                        )
-                        .bind(id)
-                        .bind(error),
-                        MailResult::Sent | MailResult::Expired => continue,
-                    });
-                }
-                if queries.len() == 1 {
-                    for query in queries {
-                        query.execute(&mut *self.write().await?).await?;
-                    }
-                    return Ok(());
-                }
-                let mut writer = self.write().await?;
-                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                for query in queries {
-                    query.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
+impl TryFrom<OutboxEntryRow> for OutboxEntry {
+    type Error = StoreError;
+
+    fn try_from(row: OutboxEntryRow) -> StoreResult<Self> {
+        Ok(OutboxEntry {
+            status: mail_status(&row.id, &row.status)?,
+            id: row.id,
+            kind: row.kind,
+            recipient: row.recipient,
+            subject: row.subject,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            next_attempt_at: row.next_attempt_at,
+            sent_at: row.sent_at,
+            expires_at: row.expires_at,
+        })
+    }
+}
+
+fn mail_status(id: &str, stored: &str) -> StoreResult<MailStatus> {
+    MailStatus::parse(stored)
+        .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: status `{stored}`")))
+}
+
+#[async_trait::async_trait]
+pub trait OutboxStore {
+    /// Leases up to `limit` due mails for `lease_secs`: a worker that dies while
+    /// holding them lets them come due again, so nothing is lost.
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>>;
+
+    /// Records the outcome of a delivery attempt. Only a `queued` mail changes, so
+    /// a final state, once written, is never overwritten.
+    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
+        self.finish_mails(&[(id.to_owned(), result)], now).await
+    }
+
+    /// [`OutboxStore::finish_mail`] for several mails (`(id, outcome)` pairs) in
+    /// as few statements as the outcomes allow, so the worker takes SQLite's
+    /// single writer once per batch rather than once per mail.
+    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()>;
+
+    /// A page of the outbox, newest first, without bodies.
+    async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>>;
+
+    /// How many mails are in each state.
+    async fn outbox_counts(&self) -> StoreResult<OutboxCounts>;
+
+    /// Sends a `failed` mail back to `queued`, due at `now`, with a fresh budget
+    /// of attempts; writes `audit` in the same transaction.
+    async fn requeue_failed_mail(
+        &self,
+        id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<RequeueOutcome>;
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> OutboxStore for SqlStore<B> {
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        // Once per worker poll: built each time, so that the backend's lock
+        // clause can take its place in the text.
+        let sql = format!(
+            "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
+               SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1 \
+               ORDER BY next_attempt_at LIMIT $3 {lock}) \
+             RETURNING {OUTBOX_MAIL_COLUMNS}",
+            lock = B::CLAIM_LOCK
+        );
+        query(&sql)
+            .bind(now)
+            .bind(now + lease_secs)
+            .bind(limit)
+            .fetch_all(&mut *self.backend.write().await?)
+            .await
+    }
+
+    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
+        let statements = finish_statements(outcomes, now);
+        match statements.as_slice() {
+            [] => Ok(()),
+            [single] => {
+                single
+                    .clone()
+                    .execute(&mut *self.backend.write().await?)
+                    .await?;
                 Ok(())
             }
-
-            pub(crate) async fn outbox_page_sql(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
-                // Four fixed texts rather than `$1 IS NULL OR …`, so that each can use
-                // the (status, id) index or the primary key.
-                let mut sql = format!("SELECT {} FROM outbox", $crate::store::outbox::OUTBOX_ENTRY_COLUMNS);
-                sql.push_str(match (query.status.is_some(), query.before.is_some()) {
-                    (false, false) => " ORDER BY id DESC LIMIT $1",
-                    (true, false) => " WHERE status = $2 ORDER BY id DESC LIMIT $1",
-                    (false, true) => " WHERE id < $2 ORDER BY id DESC LIMIT $1",
-                    (true, true) => " WHERE status = $2 AND id < $3 ORDER BY id DESC LIMIT $1",
-                });
-                let mut select = sqlx::query_as::<_, $crate::store::outbox::OutboxEntryRow>(&sql).bind(query.limit);
-                if let Some(status) = query.status {
-                    select = select.bind(status.as_str());
+            // Several statements share a transaction: one commit, one writer turn.
+            _ => {
+                let mut tx = self.backend.begin().await?;
+                for statement in statements {
+                    statement.execute(&mut *tx).await?;
                 }
-                if let Some(before) = query.before {
-                    select = select.bind(before);
-                }
-                select
-                    .fetch_all(&self.reader)
-                    .await?
-                    .into_iter()
-                    .map($crate::store::outbox::outbox_entry)
-                    .collect()
+                B::commit(tx).await
             }
+        }
+    }
 
-            pub(crate) async fn outbox_counts_sql(&self) -> StoreResult<OutboxCounts> {
-                let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status")
-                    .fetch_all(&self.reader)
-                    .await?;
-                let mut counts = OutboxCounts::default();
-                for (status, count) in rows {
-                    match MailStatus::parse(&status) {
-                        Some(MailStatus::Queued) => counts.queued = count,
-                        Some(MailStatus::Sent) => counts.sent = count,
-                        Some(MailStatus::Failed) => counts.failed = count,
-                        Some(MailStatus::Expired) => counts.expired = count,
-                        None => return Err(StoreError::Corrupt(format!("outbox status `{status}`"))),
-                    }
-                }
-                Ok(counts)
+    async fn outbox_page(&self, page: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
+        // Four fixed texts rather than `$1 IS NULL OR …`, so that each can use
+        // the (status, id) index or the primary key.
+        let filter = match (page.status.is_some(), page.before.is_some()) {
+            (false, false) => "",
+            (true, false) => " WHERE status = $2",
+            (false, true) => " WHERE id < $2",
+            (true, true) => " WHERE status = $2 AND id < $3",
+        };
+        let sql =
+            format!("SELECT {OUTBOX_ENTRY_COLUMNS} FROM outbox{filter} ORDER BY id DESC LIMIT $1");
+        let mut select = query(&sql).bind(page.limit);
+        if let Some(status) = page.status {
+            select = select.bind(status.as_str());
+        }
+        if let Some(before) = page.before {
+            select = select.bind(before);
+        }
+        let rows: Vec<OutboxEntryRow> = select.fetch_all(&mut self.backend.reader()).await?;
+        rows.into_iter().map(OutboxEntry::try_from).collect()
+    }
+
+    async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
+        let rows: Vec<(String, i64)> = query("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+            .fetch_all(&mut self.backend.reader())
+            .await?;
+        let mut counts = OutboxCounts::default();
+        for (status, count) in rows {
+            match mail_status("counts", &status)? {
+                MailStatus::Queued => counts.queued = count,
+                MailStatus::Sent => counts.sent = count,
+                MailStatus::Failed => counts.failed = count,
+                MailStatus::Expired => counts.expired = count,
             }
+        }
+        Ok(counts)
+    }
 
-            pub(crate) async fn requeue_failed_mail_sql(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<RequeueOutcome> {
-                let mut writer = self.write().await?;
-                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                let requeued: Option<$crate::store::outbox::OutboxEntryRow> = sqlx::query_as(&format!(
-                    "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $2 \
-                     WHERE id = $1 AND status = 'failed' RETURNING {}",
-                    $crate::store::outbox::OUTBOX_ENTRY_COLUMNS
-                ))
+    async fn requeue_failed_mail(
+        &self,
+        id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<RequeueOutcome> {
+        static REQUEUE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $2 \
+                 WHERE id = $1 AND status = 'failed' RETURNING {OUTBOX_ENTRY_COLUMNS}"
+            )
+        });
+        let mut tx = self.backend.begin().await?;
+        let requeued: Option<OutboxEntryRow> = query(&REQUEUE)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = requeued else {
+            let status: Option<(String,)> = query("SELECT status FROM outbox WHERE id = $1")
                 .bind(id)
-                .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(row) = requeued else {
-                    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM outbox WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    return Ok(match status {
-                        None => RequeueOutcome::NotFound,
-                        Some((status,)) => RequeueOutcome::NotFailed(
-                            MailStatus::parse(&status)
-                                .ok_or_else(|| StoreError::Corrupt(format!("outbox {id}: status `{status}`")))?,
-                        ),
-                    });
-                };
-                $crate::store::portable::insert_audit!(tx, audit, now);
-                tx.commit().await?;
-                Ok(RequeueOutcome::Requeued($crate::store::outbox::outbox_entry(row)?))
-            }
-
-        }
-    };
+            return Ok(match status {
+                None => RequeueOutcome::NotFound,
+                Some((status,)) => RequeueOutcome::NotFailed(mail_status(id, &status)?),
+            });
+        };
+        insert_audit(&mut *tx, audit, now).await?;
+        B::commit(tx).await?;
+        Ok(RequeueOutcome::Requeued(row.try_into()?))
+    }
 }
-pub(crate) use impl_outbox_sql;
+
+/// The statements that record `outcomes`. Sent and expired mails need nothing
+/// per row, so each kind is one `id IN (…)` statement; retries and failures
+/// carry their own error and time and take one statement each (rare under load).
+fn finish_statements(outcomes: &[(String, MailResult)], now: i64) -> Vec<Query<'_>> {
+    let ids = |wanted: fn(&MailResult) -> bool| -> Vec<&str> {
+        outcomes
+            .iter()
+            .filter(|(_, result)| wanted(result))
+            .map(|(id, _)| id.as_str())
+            .collect()
+    };
+    let sent = ids(|r| matches!(r, MailResult::Sent));
+    let expired = ids(|r| matches!(r, MailResult::Expired));
+    let mut statements = Vec::new();
+    if !sent.is_empty() {
+        let sql = format!(
+            "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
+               sealed_body = '', last_error = NULL \
+             WHERE status = 'queued' AND id IN ({})",
+            placeholders(2, sent.len())
+        );
+        let statement = sent
+            .iter()
+            .fold(Query::owned(sql).bind(now), |q, id| q.bind(*id));
+        statements.push(statement);
+    }
+    if !expired.is_empty() {
+        let sql = format!(
+            "UPDATE outbox SET status = 'expired', sealed_body = '' \
+             WHERE status = 'queued' AND id IN ({})",
+            placeholders(1, expired.len())
+        );
+        statements.push(expired.iter().fold(Query::owned(sql), |q, id| q.bind(*id)));
+    }
+    for (id, result) in outcomes {
+        match result {
+            MailResult::Retry {
+                next_attempt_at,
+                error,
+            } => statements.push(
+                query(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
+                     WHERE id = $1 AND status = 'queued'",
+                )
+                .bind(id)
+                .bind(*next_attempt_at)
+                .bind(error),
+            ),
+            MailResult::Failed { error } => statements.push(
+                query(
+                    "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 \
+                     WHERE id = $1 AND status = 'queued'",
+                )
+                .bind(id)
+                .bind(error),
+            ),
+            MailResult::Sent | MailResult::Expired => {}
+        }
+    }
+    statements
+}

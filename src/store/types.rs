@@ -74,6 +74,14 @@ pub struct UpsertCounts {
     pub unchanged: u64,
 }
 
+impl std::ops::AddAssign for UpsertCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.added += other.added;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewMagicLink {
     pub token_hash: TokenHash,

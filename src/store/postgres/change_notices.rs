@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::task::JoinHandle;
 
-use super::cache::Freshness;
+use crate::store::cache::Freshness;
 
 /// The channel the triggers notify.
 const CHANNEL: &str = "gatehouse_auth_changed";
@@ -29,7 +29,7 @@ const LONGEST_RETRY: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The listening task; it stops when this is dropped with its store.
-pub(super) struct ChangeNotices(JoinHandle<()>);
+pub struct ChangeNotices(JoinHandle<()>);
 
 impl Drop for ChangeNotices {
     fn drop(&mut self) {

@@ -1,0 +1,607 @@
+//! Postgres, for when one machine is not enough: several instances share one
+//! database, and with it the outbox, rate limits and session revocations.
+//!
+//! Postgres takes concurrent writers itself, so reads and writes share one
+//! pool. Its extended protocol takes one statement per message, so the hot
+//! paths are each one statement of data-modifying CTEs (one round trip,
+//! atomic on its own), and the per-request lookups of concurrent requests are
+//! folded into one query (`coalesce.rs`).
+
+mod change_notices;
+mod coalesce;
+
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+
+use self::change_notices::ChangeNotices;
+use self::coalesce::{Coalescer, Fetch};
+use super::api_keys::{KEY_COLUMNS, KeyMemberRow, fold_key};
+use super::audit::AUDIT_COLUMNS;
+use super::backend::{Backend, LinkAudit, Redeemed, SqlStore};
+use super::cache::Freshness;
+use super::outbox::OUTBOX_INSERT_COLUMNS;
+use super::roster::IMPORT_CHUNK;
+use super::schema::{self, MemberRoleRow};
+use super::sessions::{CLAIM_REFRESH, insert_next_refresh};
+use super::sign_in::sign_in_details;
+use super::sql::{Arg, Executor, Query, Row};
+use super::{
+    ApiKeyRecord, EligibleEntry, NewMagicLink, NewMail, NewRefreshToken, NewSession, RateWindow,
+    RosterImport, StoreError, StoreResult, UpsertCounts,
+};
+use crate::domain::{Member, MemberId, Role, TokenHash};
+
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// How long a request waits for a connection before it gets a 503. Short, so that
+/// a database outage answers quickly instead of piling up hanging requests;
+/// long enough to ride out a burst that has every connection busy.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Idle connections are closed after this, so a quiet instance does not hold
+/// connections that other instances could use.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The advisory lock Postgres imports hold for their whole transaction: one
+/// import writes to the allowlist at a time, which keeps `added` exact and
+/// lets chunks be inserted without `ON CONFLICT`.
+const ROSTER_LOCK: i64 = 0x6761_7465_686f_7573; // "gatehous"
+
+pub struct Postgres {
+    pool: PgPool,
+    /// Connections with `synchronous_commit = off`, for rate-limit counters only.
+    /// Every request from one address updates the same row, and a durable commit
+    /// holds that row's lock through a WAL flush, so durable counting would
+    /// serialise all of that address's requests on the disk. A crash may forget
+    /// the last moments of hits, which only makes a limit briefly more lenient.
+    counters: PgPool,
+    /// Session checks of concurrent requests, sent as one query.
+    sessions: Arc<Coalescer<SessionKey, Option<Member>>>,
+    /// API-key lookups of concurrent requests, sent as one query.
+    keys: Arc<Coalescer<(String, i64), Option<ApiKeyRecord>>>,
+    /// What the read cache in front of this store may serve, kept up to date
+    /// by `_notices` with the changes other instances commit.
+    freshness: Arc<Freshness>,
+    /// Held for its `Drop`: listening stops with the store.
+    _notices: ChangeNotices,
+}
+
+/// A session check: member id, session id, and the time roles are live at.
+type SessionKey = (String, String, i64);
+
+/// The Postgres migrations.
+///
+/// Several instances may start at once and each runs the migrator. That is safe
+/// without a lock of our own: sqlx-core 0.8.6's `Migrator::run_direct` (with
+/// `locking: true`, the default) calls `Migrate::lock` before it even creates
+/// `_sqlx_migrations`, and sqlx-postgres implements `lock` as
+/// `SELECT pg_advisory_lock($1)` with an id derived from the database name, and
+/// releases it with `pg_advisory_unlock` when done. The second instance waits,
+/// then finds every migration applied (checksums compared) and does nothing.
+/// On a failed migration the lock stays with that session until its connection
+/// closes, which start-up failure does promptly.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl PostgresStore {
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("gatehouse");
+        let counters = PgPoolOptions::new()
+            .max_connections(max_connections.clamp(1, 4))
+            .min_connections(0)
+            .test_before_acquire(false)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(IDLE_TIMEOUT)
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            // A dead pooled connection costs one 503 and is dropped on release
+            // (sqlx pings connections when they return to the pool); testing on
+            // every acquire would add a round trip to every request instead.
+            .test_before_acquire(false)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(IDLE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        let freshness = Freshness::shared();
+        Ok(SqlStore::new(Postgres {
+            _notices: ChangeNotices::start(options, freshness.clone()),
+            freshness,
+            sessions: Coalescer::new(live_sessions(pool.clone())),
+            keys: Coalescer::new(keys_with_members(pool.clone())),
+            pool,
+            counters,
+        }))
+    }
+
+    /// What a read cache in front of this store may serve.
+    pub fn freshness(&self) -> Arc<Freshness> {
+        self.backend.freshness.clone()
+    }
+}
+
+/// The sqlx statement for `query`, borrowing its text and arguments.
+fn statement<'q>(
+    query: &'q Query<'_>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .args
+        .iter()
+        .fold(sqlx::query(&query.sql), |statement, arg| match arg {
+            Arg::Text(value) => statement.bind(value.as_deref()),
+            Arg::Int(value) => statement.bind(*value),
+            Arg::Bool(value) => statement.bind(*value),
+        })
+}
+
+/// [`statement`] for rows of `T`.
+fn statement_as<'q, T: Row>(
+    query: &'q Query<'_>,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments> {
+    query
+        .args
+        .iter()
+        .fold(sqlx::query_as(&query.sql), |statement, arg| match arg {
+            Arg::Text(value) => statement.bind(value.as_deref()),
+            Arg::Int(value) => statement.bind(*value),
+            Arg::Bool(value) => statement.bind(*value),
+        })
+}
+
+impl Executor for PgConnection {
+    async fn run<'e>(&'e mut self, query: Query<'e>) -> StoreResult<u64> {
+        Ok(statement(&query).execute(self).await?.rows_affected())
+    }
+
+    async fn rows<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Vec<T>> {
+        Ok(statement_as(&query).fetch_all(self).await?)
+    }
+
+    async fn first_row<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Option<T>> {
+        Ok(statement_as(&query).fetch_optional(self).await?)
+    }
+}
+
+impl Executor for PgPool {
+    async fn run<'e>(&'e mut self, query: Query<'e>) -> StoreResult<u64> {
+        Ok(statement(&query).execute(&*self).await?.rows_affected())
+    }
+
+    async fn rows<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Vec<T>> {
+        Ok(statement_as(&query).fetch_all(&*self).await?)
+    }
+
+    async fn first_row<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Option<T>> {
+        Ok(statement_as(&query).fetch_optional(&*self).await?)
+    }
+}
+
+impl Backend for Postgres {
+    type Conn = PgConnection;
+    type Reader = PgPool;
+    type Tx<'a> = sqlx::Transaction<'static, sqlx::Postgres>;
+    type Writer<'a> = PoolConnection<sqlx::Postgres>;
+
+    fn reader(&self) -> PgPool {
+        self.pool.clone()
+    }
+
+    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn commit<'a>(tx: Self::Tx<'a>) -> StoreResult<()> {
+        Ok(tx.commit().await?)
+    }
+
+    async fn rollback<'a>(tx: Self::Tx<'a>) -> StoreResult<()> {
+        Ok(tx.rollback().await?)
+    }
+
+    async fn write(&self) -> StoreResult<PoolConnection<sqlx::Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Concurrent claims from several instances take disjoint rows: a row
+    /// another worker is leasing is skipped, and a row leased a moment ago is
+    /// re-checked against `next_attempt_at` once its lock is free (Postgres
+    /// re-evaluates the WHERE clause on the newest version), so no mail is
+    /// claimed, and sent, twice.
+    const CLAIM_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
+
+    /// A chunk is one `UNNEST` statement, whatever its size.
+    const IMPORT_ROWS_PER_STATEMENT: usize = IMPORT_CHUNK;
+
+    /// An advisory lock held until the import's transaction ends.
+    async fn lock_roster(tx: &mut PgConnection) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(ROSTER_LOCK)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The addresses and roles travel as two arrays and `UNNEST` turns them
+    /// into rows, so a chunk costs two parameters instead of two per row to
+    /// parse and plan. New addresses go in first (their count is `added`); only
+    /// when some were already listed does a second statement update those whose
+    /// roles the upload changes. A fresh roster is therefore one statement per chunk.
+    ///
+    /// The insert is a plain `INSERT … WHERE NOT EXISTS`, not `ON CONFLICT DO
+    /// NOTHING`: Postgres' speculative insertion costs about a third more per row
+    /// (1M rows: 6.5 s against 4.8 s, measured in psql). That is safe because
+    /// imports hold [`ROSTER_LOCK`], so no other import adds addresses
+    /// meanwhile. The rare insert from elsewhere (onboarding, a starting
+    /// instance's bootstrap admins) that races an import makes it fail with a
+    /// unique violation, which is answered as "try again": nothing of the
+    /// import is kept. Rows go in sorted by address (sorted here, off the
+    /// database's critical path), so consecutive inserts land on the same pages
+    /// of the primary-key index.
+    async fn write_import_chunk(
+        tx: &mut PgConnection,
+        entries: &[EligibleEntry],
+        import: &RosterImport,
+    ) -> StoreResult<UpsertCounts> {
+        let mut sorted: Vec<&EligibleEntry> = entries.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.email.as_str().cmp(b.email.as_str()));
+        let emails: Vec<&str> = sorted.iter().map(|entry| entry.email.as_str()).collect();
+        let roles: Vec<String> = sorted
+            .iter()
+            .map(|entry| Role::join(&entry.roles))
+            .collect();
+        let added = sqlx::query(
+            "INSERT INTO eligible_emails (email, batch_id, roles, added_by, created_at) \
+             SELECT u.email, $3, u.roles, $4, $5 FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) \
+             WHERE NOT EXISTS (SELECT 1 FROM eligible_emails e WHERE e.email = u.email)",
+        )
+        .bind(&emails)
+        .bind(&roles)
+        .bind(&import.batch_id)
+        .bind(import.added_by.as_deref())
+        .bind(import.now)
+        .execute(&mut *tx)
+        .await
+        .map_err(raced_insert)?
+        .rows_affected();
+        let mut counts = UpsertCounts {
+            added,
+            ..UpsertCounts::default()
+        };
+        let listed = entries.len() as u64 - added;
+        if listed > 0 {
+            // The rows just inserted already hold their roles, so they do not match.
+            let updated = sqlx::query(
+                "UPDATE eligible_emails SET roles = u.roles \
+                 FROM UNNEST($1::text[], $2::text[]) AS u(email, roles) \
+                 WHERE eligible_emails.email = u.email AND u.roles <> '' AND eligible_emails.roles <> u.roles",
+            )
+            .bind(&emails)
+            .bind(&roles)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            counts.updated = updated;
+            counts.unchanged = listed - updated;
+        }
+        Ok(counts)
+    }
+
+    /// One multi-row upsert for all of a request's buckets, on the counters
+    /// pool. A bucket named twice is counted once (Postgres refuses to update
+    /// one row twice in a statement).
+    async fn hit_rate_limits(
+        &self,
+        buckets: &[&str],
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<Vec<RateWindow>> {
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut distinct: Vec<&str> = buckets.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let values: Vec<String> = (0..distinct.len())
+            .map(|i| format!("(${}, $1, 1)", i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO rate_limits (bucket, window_start, hits) VALUES {} \
+             ON CONFLICT (bucket) DO UPDATE SET \
+               hits = CASE WHEN rate_limits.window_start <= $2 THEN 1 ELSE rate_limits.hits + 1 END, \
+               window_start = CASE WHEN rate_limits.window_start <= $2 THEN $1 ELSE rate_limits.window_start END \
+             RETURNING bucket, window_start, hits",
+            values.join(", ")
+        );
+        let query = distinct.iter().fold(
+            sqlx::query_as::<_, (String, i64, i64)>(&sql)
+                .bind(now)
+                .bind(now - window_secs),
+            |query, bucket| query.bind(*bucket),
+        );
+        let rows = query.fetch_all(&self.counters).await?;
+        buckets
+            .iter()
+            .map(|bucket| {
+                rows.iter()
+                    .find(|(name, _, _)| name == bucket)
+                    .map(|&(_, window_start, hits)| RateWindow {
+                        count: hits,
+                        resets_at: window_start + window_secs,
+                    })
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("rate limit bucket {bucket} not returned"))
+                    })
+            })
+            .collect()
+    }
+
+    /// One statement: the eligibility check, the link and its mail (only if
+    /// eligible), and the audit row.
+    async fn request_link(
+        &self,
+        link: NewMagicLink,
+        mail: NewMail,
+        audit: LinkAudit,
+    ) -> StoreResult<bool> {
+        // `$1..$7` the link, `$8..$14` its mail, `$15..$21` the audit row (`$19`
+        // its details if eligible, `$21` if not).
+        static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH eligible AS (SELECT {} AS yes), link AS ( \
+                   INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) \
+                   SELECT $1, $2, $3, $4, $5, $6, $7 FROM eligible WHERE yes RETURNING token_hash \
+                 ), mail AS ( \
+                   INSERT INTO outbox ({OUTBOX_INSERT_COLUMNS}) \
+                   SELECT $8, $9, $10, $11, $12, 'queued', $13, $13, $14 FROM link \
+                 ), audit AS ( \
+                   INSERT INTO audit_log ({AUDIT_COLUMNS}) \
+                   SELECT $15, $5, $16, $17, $18, CASE WHEN yes THEN $19 ELSE $21 END, $20 FROM eligible \
+                 ) SELECT yes FROM eligible",
+                schema::eligible("$2"),
+            )
+        });
+        let LinkAudit {
+            eligible,
+            ineligible,
+        } = audit;
+        let (yes,): (bool,) = sqlx::query_as(&STATEMENT)
+            .bind(link.token_hash.as_str())
+            .bind(link.email.as_str())
+            .bind(link.code_hash.as_str())
+            .bind(link.redirect_to.as_deref())
+            .bind(link.created_at)
+            .bind(link.expires_at)
+            .bind(link.ip.as_deref())
+            .bind(&mail.id)
+            .bind(mail.kind)
+            .bind(&mail.recipient)
+            .bind(&mail.subject)
+            .bind(&mail.sealed_body)
+            .bind(mail.created_at)
+            .bind(mail.expires_at)
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(eligible.actor.as_deref())
+            .bind(eligible.action)
+            .bind(eligible.target.as_deref())
+            .bind(eligible.details.to_string())
+            .bind(eligible.ip.as_deref())
+            .bind(ineligible.details.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(yes)
+    }
+
+    /// One statement: consume the link if its member is active, stamp the
+    /// member, open the session with its first refresh token, audit.
+    async fn redeem_for_returning_member(
+        &self,
+        token_hash: &TokenHash,
+        session: &NewSession,
+        now: i64,
+    ) -> StoreResult<Option<Redeemed>> {
+        // `$1` the token hash, `$2` now, `$3` the session, `$4` the IP, `$5..$7`
+        // the refresh token, `$8..$9` the audit row.
+        static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH link AS ( \
+                   UPDATE magic_links SET consumed_at = $2 WHERE token_hash = $1 AND {} \
+                     AND EXISTS (SELECT 1 FROM members m WHERE m.email = magic_links.email AND {}) \
+                   RETURNING email, redirect_to \
+                 ), member AS ( \
+                   UPDATE members SET last_login_at = $2 FROM link WHERE members.email = link.email \
+                   RETURNING members.id \
+                 ), session AS ( \
+                   INSERT INTO sessions (id, member_id, created_at, ip) SELECT $3, id, $2, $4 FROM member \
+                 ), refresh AS ( \
+                   INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
+                   SELECT $5, $3, id, $6, $2, $7 FROM member \
+                 ), audit AS ( \
+                   INSERT INTO audit_log ({AUDIT_COLUMNS}) \
+                   SELECT $8, $2, id, 'auth.signed_in', id, $9, $4 FROM member \
+                 ) SELECT member.id, link.redirect_to FROM link, member",
+                schema::live_link("magic_links", "$2"),
+                schema::active("m"),
+            )
+        });
+        let signed_in: Option<(String, Option<String>)> = sqlx::query_as(&STATEMENT)
+            .bind(token_hash.as_str())
+            .bind(now)
+            .bind(&session.id)
+            .bind(session.ip.as_deref())
+            .bind(&session.refresh.id)
+            .bind(session.refresh.token_hash.as_str())
+            .bind(session.refresh.expires_at)
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(sign_in_details(session, false).to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(signed_in.map(|(member_id, redirect_to)| Redeemed {
+            member_id,
+            redirect_to,
+            created: false,
+        }))
+    }
+
+    /// As on SQLite, in one statement.
+    async fn claim_refresh_token(
+        &self,
+        presented: &TokenHash,
+        next: &NewRefreshToken,
+        now: i64,
+    ) -> StoreResult<Option<(String, String)>> {
+        static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH claimed AS ({}) {} RETURNING family_id, member_id",
+                *CLAIM_REFRESH,
+                insert_next_refresh("claimed")
+            )
+        });
+        Ok(sqlx::query_as(&STATEMENT)
+            .bind(presented.as_str())
+            .bind(&next.id)
+            .bind(now)
+            .bind(next.token_hash.as_str())
+            .bind(next.expires_at)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Looked up together with the other requests' sessions (`coalesce.rs`).
+    async fn session_member(
+        &self,
+        member_id: &MemberId,
+        session_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        self.sessions
+            .get((member_id.as_str().to_owned(), session_id.to_owned(), now))
+            .await
+    }
+
+    /// Looked up together with the other requests' keys (`coalesce.rs`).
+    async fn api_key(&self, id: &str, now: i64) -> StoreResult<Option<ApiKeyRecord>> {
+        self.keys.get((id.to_owned(), now)).await
+    }
+}
+
+/// A chunk insert that lost a race with an insert from outside the imports
+/// (see [`Postgres::write_import_chunk`]): the upload may simply be sent again.
+fn raced_insert(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Unavailable("the allowlist changed during the import; send it again".into())
+        }
+        _ => error.into(),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct NumberedMemberRow {
+    i: i64,
+    #[sqlx(flatten)]
+    row: MemberRoleRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct NumberedKeyRow {
+    i: i64,
+    #[sqlx(flatten)]
+    row: KeyMemberRow,
+}
+
+/// The slot of row number `i` (1-based, from `WITH ORDINALITY`).
+fn numbered_slot<T>(slots: &mut [Vec<T>], i: i64) -> StoreResult<&mut Vec<T>> {
+    usize::try_from(i - 1)
+        .ok()
+        .and_then(|i| slots.get_mut(i))
+        .ok_or_else(|| StoreError::Corrupt(format!("batched lookup row {i}")))
+}
+
+/// The members behind a batch of sessions, `None` for each that is not live
+/// (revoked, unknown, or its member not active).
+fn live_sessions(pool: PgPool) -> Fetch<SessionKey, Option<Member>> {
+    static BATCH: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT q.i, {}, r.role \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(member_id, session_id, now, i) \
+             JOIN sessions s ON s.id = q.session_id AND s.member_id = q.member_id AND {} \
+             JOIN members m ON m.id = q.member_id AND {} \
+             LEFT JOIN member_roles r ON r.member_id = m.id AND {} \
+             ORDER BY q.i, r.role",
+            schema::MEMBER_COLUMNS,
+            schema::live_session("s"),
+            schema::active("m"),
+            schema::live_grant("r", "q.now"),
+        )
+    });
+    Box::new(move |keys: Vec<SessionKey>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let n = keys.len();
+            let (mut members, mut sessions, mut nows) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for (member, session, now) in keys {
+                members.push(member);
+                sessions.push(session);
+                nows.push(now);
+            }
+            let rows: Vec<NumberedMemberRow> = sqlx::query_as(&BATCH)
+                .bind(&members)
+                .bind(&sessions)
+                .bind(&nows)
+                .fetch_all(&pool)
+                .await?;
+            let mut grouped: Vec<Vec<MemberRoleRow>> = (0..n).map(|_| Vec::new()).collect();
+            for NumberedMemberRow { i, row } in rows {
+                numbered_slot(&mut grouped, i)?.push(row);
+            }
+            grouped.into_iter().map(schema::fold_member).collect()
+        })
+    })
+}
+
+/// A batch of keys with their members, `None` for each unknown id.
+fn keys_with_members(pool: PgPool) -> Fetch<(String, i64), Option<ApiKeyRecord>> {
+    static BATCH: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT q.i, {KEY_COLUMNS}, {}, r.role \
+             FROM UNNEST($1::text[], $2::bigint[]) WITH ORDINALITY AS q(key_id, now, i) \
+             JOIN api_keys k ON k.id = q.key_id JOIN members m ON m.id = k.member_id \
+             LEFT JOIN member_roles r ON r.member_id = m.id AND {} \
+             ORDER BY q.i, r.role",
+            schema::MEMBER_COLUMNS,
+            schema::live_grant("r", "q.now"),
+        )
+    });
+    Box::new(move |keys: Vec<(String, i64)>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let (ids, nows): (Vec<String>, Vec<i64>) = keys.into_iter().unzip();
+            let rows: Vec<NumberedKeyRow> = sqlx::query_as(&BATCH)
+                .bind(&ids)
+                .bind(&nows)
+                .fetch_all(&pool)
+                .await?;
+            let mut grouped: Vec<Vec<KeyMemberRow>> = ids.iter().map(|_| Vec::new()).collect();
+            for NumberedKeyRow { i, row } in rows {
+                numbered_slot(&mut grouped, i)?.push(row);
+            }
+            ids.iter()
+                .zip(grouped)
+                .map(|(id, rows)| fold_key(id, rows))
+                .collect()
+        })
+    })
+}
