@@ -9,6 +9,8 @@
 
 mod change_notices;
 mod coalesce;
+mod executor;
+mod lookups;
 
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -18,17 +20,16 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use self::change_notices::ChangeNotices;
-use self::coalesce::{Coalescer, Fetch};
-use super::api_keys::{KEY_COLUMNS, KeyMemberRow, fold_key};
+use self::coalesce::Coalescer;
+use self::lookups::{keys_with_members, live_sessions};
 use super::audit::AUDIT_COLUMNS;
 use super::backend::{Backend, LinkAudit, Redeemed, SqlStore};
 use super::cache::Freshness;
 use super::outbox::OUTBOX_INSERT_COLUMNS;
 use super::roster::IMPORT_CHUNK;
-use super::schema::{self, MemberRoleRow};
+use super::schema;
 use super::sessions::{CLAIM_REFRESH, insert_next_refresh};
 use super::sign_in::sign_in_details;
-use super::sql::{Arg, Executor, Query, Row};
 use super::{
     ApiKeyRecord, EligibleEntry, NewMagicLink, NewMail, NewRefreshToken, NewSession, RateWindow,
     RosterImport, StoreError, StoreResult, UpsertCounts,
@@ -71,7 +72,7 @@ pub struct Postgres {
 }
 
 /// A session check: member id, session id, and the time roles are live at.
-type SessionKey = (String, String, i64);
+pub type SessionKey = (String, String, i64);
 
 /// The Postgres migrations.
 ///
@@ -121,62 +122,6 @@ impl PostgresStore {
     /// What a read cache in front of this store may serve.
     pub fn freshness(&self) -> Arc<Freshness> {
         self.backend.freshness.clone()
-    }
-}
-
-/// The sqlx statement for `query`, borrowing its text and arguments.
-fn statement<'q>(
-    query: &'q Query<'_>,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .args
-        .iter()
-        .fold(sqlx::query(&query.sql), |statement, arg| match arg {
-            Arg::Text(value) => statement.bind(value.as_deref()),
-            Arg::Int(value) => statement.bind(*value),
-            Arg::Bool(value) => statement.bind(*value),
-        })
-}
-
-/// [`statement`] for rows of `T`.
-fn statement_as<'q, T: Row>(
-    query: &'q Query<'_>,
-) -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments> {
-    query
-        .args
-        .iter()
-        .fold(sqlx::query_as(&query.sql), |statement, arg| match arg {
-            Arg::Text(value) => statement.bind(value.as_deref()),
-            Arg::Int(value) => statement.bind(*value),
-            Arg::Bool(value) => statement.bind(*value),
-        })
-}
-
-impl Executor for PgConnection {
-    async fn run<'e>(&'e mut self, query: Query<'e>) -> StoreResult<u64> {
-        Ok(statement(&query).execute(self).await?.rows_affected())
-    }
-
-    async fn rows<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Vec<T>> {
-        Ok(statement_as(&query).fetch_all(self).await?)
-    }
-
-    async fn first_row<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Option<T>> {
-        Ok(statement_as(&query).fetch_optional(self).await?)
-    }
-}
-
-impl Executor for PgPool {
-    async fn run<'e>(&'e mut self, query: Query<'e>) -> StoreResult<u64> {
-        Ok(statement(&query).execute(&*self).await?.rows_affected())
-    }
-
-    async fn rows<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Vec<T>> {
-        Ok(statement_as(&query).fetch_all(&*self).await?)
-    }
-
-    async fn first_row<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Option<T>> {
-        Ok(statement_as(&query).fetch_optional(&*self).await?)
     }
 }
 
@@ -502,106 +447,4 @@ fn raced_insert(error: sqlx::Error) -> StoreError {
         }
         _ => error.into(),
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct NumberedMemberRow {
-    i: i64,
-    #[sqlx(flatten)]
-    row: MemberRoleRow,
-}
-
-#[derive(sqlx::FromRow)]
-struct NumberedKeyRow {
-    i: i64,
-    #[sqlx(flatten)]
-    row: KeyMemberRow,
-}
-
-/// The slot of row number `i` (1-based, from `WITH ORDINALITY`).
-fn numbered_slot<T>(slots: &mut [Vec<T>], i: i64) -> StoreResult<&mut Vec<T>> {
-    usize::try_from(i - 1)
-        .ok()
-        .and_then(|i| slots.get_mut(i))
-        .ok_or_else(|| StoreError::Corrupt(format!("batched lookup row {i}")))
-}
-
-/// The members behind a batch of sessions, `None` for each that is not live
-/// (revoked, unknown, or its member not active).
-fn live_sessions(pool: PgPool) -> Fetch<SessionKey, Option<Member>> {
-    static BATCH: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT q.i, {}, r.role \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(member_id, session_id, now, i) \
-             JOIN sessions s ON s.id = q.session_id AND s.member_id = q.member_id AND {} \
-             JOIN members m ON m.id = q.member_id AND {} \
-             LEFT JOIN member_roles r ON r.member_id = m.id AND {} \
-             ORDER BY q.i, r.role",
-            schema::MEMBER_COLUMNS,
-            schema::live_session("s"),
-            schema::active("m"),
-            schema::live_grant("r", "q.now"),
-        )
-    });
-    Box::new(move |keys: Vec<SessionKey>| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            let n = keys.len();
-            let (mut members, mut sessions, mut nows) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for (member, session, now) in keys {
-                members.push(member);
-                sessions.push(session);
-                nows.push(now);
-            }
-            let rows: Vec<NumberedMemberRow> = sqlx::query_as(&BATCH)
-                .bind(&members)
-                .bind(&sessions)
-                .bind(&nows)
-                .fetch_all(&pool)
-                .await?;
-            let mut grouped: Vec<Vec<MemberRoleRow>> = (0..n).map(|_| Vec::new()).collect();
-            for NumberedMemberRow { i, row } in rows {
-                numbered_slot(&mut grouped, i)?.push(row);
-            }
-            grouped.into_iter().map(schema::fold_member).collect()
-        })
-    })
-}
-
-/// A batch of keys with their members, `None` for each unknown id.
-fn keys_with_members(pool: PgPool) -> Fetch<(String, i64), Option<ApiKeyRecord>> {
-    static BATCH: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT q.i, {KEY_COLUMNS}, {}, r.role \
-             FROM UNNEST($1::text[], $2::bigint[]) WITH ORDINALITY AS q(key_id, now, i) \
-             JOIN api_keys k ON k.id = q.key_id JOIN members m ON m.id = k.member_id \
-             LEFT JOIN member_roles r ON r.member_id = m.id AND {} \
-             ORDER BY q.i, r.role",
-            schema::MEMBER_COLUMNS,
-            schema::live_grant("r", "q.now"),
-        )
-    });
-    Box::new(move |keys: Vec<(String, i64)>| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            let (ids, nows): (Vec<String>, Vec<i64>) = keys.into_iter().unzip();
-            let rows: Vec<NumberedKeyRow> = sqlx::query_as(&BATCH)
-                .bind(&ids)
-                .bind(&nows)
-                .fetch_all(&pool)
-                .await?;
-            let mut grouped: Vec<Vec<KeyMemberRow>> = ids.iter().map(|_| Vec::new()).collect();
-            for NumberedKeyRow { i, row } in rows {
-                numbered_slot(&mut grouped, i)?.push(row);
-            }
-            ids.iter()
-                .zip(grouped)
-                .map(|(id, rows)| fold_key(id, rows))
-                .collect()
-        })
-    })
 }

@@ -8,6 +8,7 @@
 //! writer everything waits for. Reads use a pool and run concurrently with the
 //! writer (WAL).
 
+mod executor;
 mod jobs;
 mod script;
 mod writer;
@@ -31,7 +32,6 @@ use self::writer::{Job, Writer};
 use super::backend::{Backend, LinkAudit, Redeemed, SqlStore};
 use super::sessions::{CLAIM_REFRESH, insert_next_refresh};
 use super::sign_in::sign_in_details;
-use super::sql::{Arg, Executor, Query, Row};
 use super::{
     EligibleEntry, NewMagicLink, NewMail, NewRefreshToken, NewSession, RateWindow, RosterImport,
     StoreError, StoreResult, UpsertCounts, schema,
@@ -97,62 +97,6 @@ impl Deref for WriteTx<'_> {
 impl DerefMut for WriteTx<'_> {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         &mut self.conn
-    }
-}
-
-/// The sqlx statement for `query`, borrowing its text and arguments.
-fn statement<'q>(
-    query: &'q Query<'_>,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    query
-        .args
-        .iter()
-        .fold(sqlx::query(&query.sql), |statement, arg| match arg {
-            Arg::Text(value) => statement.bind(value.as_deref()),
-            Arg::Int(value) => statement.bind(*value),
-            Arg::Bool(value) => statement.bind(*value),
-        })
-}
-
-/// [`statement`] for rows of `T`.
-fn statement_as<'q, T: Row>(
-    query: &'q Query<'_>,
-) -> sqlx::query::QueryAs<'q, sqlx::Sqlite, T, sqlx::sqlite::SqliteArguments<'q>> {
-    query
-        .args
-        .iter()
-        .fold(sqlx::query_as(&query.sql), |statement, arg| match arg {
-            Arg::Text(value) => statement.bind(value.as_deref()),
-            Arg::Int(value) => statement.bind(*value),
-            Arg::Bool(value) => statement.bind(*value),
-        })
-}
-
-impl Executor for SqliteConnection {
-    async fn run<'e>(&'e mut self, query: Query<'e>) -> StoreResult<u64> {
-        Ok(statement(&query).execute(self).await?.rows_affected())
-    }
-
-    async fn rows<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Vec<T>> {
-        Ok(statement_as(&query).fetch_all(self).await?)
-    }
-
-    async fn first_row<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Option<T>> {
-        Ok(statement_as(&query).fetch_optional(self).await?)
-    }
-}
-
-impl Executor for SqlitePool {
-    async fn run<'e>(&'e mut self, query: Query<'e>) -> StoreResult<u64> {
-        Ok(statement(&query).execute(&*self).await?.rows_affected())
-    }
-
-    async fn rows<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Vec<T>> {
-        Ok(statement_as(&query).fetch_all(&*self).await?)
-    }
-
-    async fn first_row<'e, T: Row + 'e>(&'e mut self, query: Query<'e>) -> StoreResult<Option<T>> {
-        Ok(statement_as(&query).fetch_optional(&*self).await?)
     }
 }
 
