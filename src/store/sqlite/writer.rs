@@ -289,4 +289,83 @@ mod tests {
             vec![("ip:192.0.2.1".to_owned(), 200)]
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_link_requests_store_links_only_for_eligible_addresses_each_answered_alone() {
+        use crate::domain::{Email, TokenHash};
+        use crate::store::{AuditEntry, AuditFilter, AuditStore, NewMagicLink, NewMail};
+        let (_dir, store) = store().await;
+        sqlx::query(
+            "INSERT INTO eligible_emails (email, batch_id, roles, created_at) \
+             SELECT 'in' || value || '@example.org', 't', '', 0 FROM json_each('[0,1,2,3,4,5,6,7,8,9]')",
+        )
+        .execute(&mut *store.backend().writer.lock().await.unwrap())
+        .await
+        .unwrap();
+        let request = |address: String, i: usize| {
+            let email = Email::parse(&address).unwrap();
+            let token = TokenHash::of(format!("token {i}").as_bytes());
+            let link = NewMagicLink {
+                token_hash: token.clone(),
+                email: email.clone(),
+                code_hash: TokenHash::of(b"code"),
+                redirect_to: None,
+                created_at: 100,
+                expires_at: 700,
+                ip: None,
+            };
+            let mail = NewMail {
+                id: format!("mail-{i}"),
+                kind: "sign_in",
+                recipient: address.clone(),
+                subject: "Sign in".into(),
+                sealed_body: "sealed".into(),
+                created_at: 100,
+                expires_at: Some(700),
+            };
+            let audit = AuditEntry::new("auth.link_requested").target(address);
+            store.create_magic_link(link, mail, audit)
+        };
+        let answers = futures_util::future::try_join_all((0..20).map(|i| {
+            let address = if i % 2 == 0 {
+                format!("in{}@example.org", i / 2)
+            } else {
+                format!("out{i}@example.org")
+            };
+            request(address, i)
+        }))
+        .await
+        .unwrap();
+        let expected: Vec<bool> = (0..20).map(|i| i % 2 == 0).collect();
+        assert_eq!(answers, expected);
+        let mut conn = store.backend().writer.lock().await.unwrap();
+        let (links,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM magic_links")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let (mails,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE recipient LIKE 'in%'")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        let (stray,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE recipient LIKE 'out%'")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        drop(conn);
+        assert_eq!((links, mails, stray), (10, 10, 0));
+        let filter = AuditFilter {
+            action: Some("auth.link_requested".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        };
+        let rows = store.list_audit(&filter).await.unwrap();
+        assert_eq!(rows.len(), 20);
+        for row in rows {
+            let details: serde_json::Value = serde_json::from_str(&row.details).unwrap();
+            let eligible = row.target.as_deref().unwrap().starts_with("in");
+            assert_eq!(details["eligible"], eligible, "{row:?}");
+        }
+    }
 }
