@@ -10,6 +10,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gatehouse::config::DatabaseUrl;
 use gatehouse::domain::{Email, Member, MemberId, Role, TokenHash};
@@ -104,13 +105,80 @@ pub async fn open(kind: StoreUnderTest) -> (Guard, DynStore) {
                 .expect("open Postgres"),
         ),
         StoreUnderTest::CachedSqlite | StoreUnderTest::CachedPostgres => {
-            gatehouse::store::connect(&DatabaseUrl::new(url), POOL)
+            gatehouse::store::connect(&DatabaseUrl::new(url.clone()), POOL)
                 .await
                 .expect("open cached store")
         }
     };
     store.migrate().await.expect("migrate");
+    if kind == StoreUnderTest::CachedPostgres {
+        wait_until_caching(&url, &store).await;
+    }
     (Guard { _dir: dir }, store)
+}
+
+/// On Postgres the cache serves nothing until its change listener has
+/// connected, so a cached test run before then would prove nothing about the
+/// cache. Waits until a session check is answered from the cache, which shows
+/// as a change that sends no notice (`last_login_at`, written by an operator
+/// connection) going unseen. The scratch member is removed again.
+async fn wait_until_caching(url: &str, store: &DynStore) {
+    use sqlx::Connection;
+    let mut operator = sqlx::PgConnection::connect(url)
+        .await
+        .expect("operator connection");
+    let (member, session) = (MemberId::new(), new_id());
+    let run = async |operator: &mut sqlx::PgConnection, statement: &str| {
+        sqlx::query(statement)
+            .bind(member.as_str())
+            .bind(&session)
+            .execute(operator)
+            .await
+            .expect("probe statement");
+    };
+    run(
+        &mut operator,
+        "INSERT INTO members (id, email, status, created_at, last_login_at) \
+         SELECT $1, 'cache-probe@example.org', 'active', 0, 0 WHERE $2 <> ''",
+    )
+    .await;
+    run(
+        &mut operator,
+        "INSERT INTO sessions (id, member_id, created_at) VALUES ($2, $1, 0)",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let login = async || {
+            store
+                .session_member(&member, &session, 0)
+                .await
+                .expect("probe session check")
+                .expect("probe session live")
+                .last_login_at
+        };
+        let before = login().await;
+        run(
+            &mut operator,
+            "UPDATE members SET last_login_at = last_login_at + 1 WHERE id = $1 AND $2 <> ''",
+        )
+        .await;
+        if login().await == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache never came on");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run(
+        &mut operator,
+        "DELETE FROM sessions WHERE id = $2 AND $1 <> ''",
+    )
+    .await;
+    run(
+        &mut operator,
+        "DELETE FROM members WHERE id = $1 AND $2 <> ''",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------
