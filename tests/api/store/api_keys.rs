@@ -291,6 +291,43 @@ async fn touching_a_key_records_its_last_use(kind: StoreUnderTest) {
     );
 }
 
+async fn many_concurrent_key_lookups_each_get_their_own_answer(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let ada = onboard(&store, "ada@example.org", &[]).await;
+    let bob = onboard(&store, "bob@example.org", &[]).await;
+    assert!(create(&store, &ada.id, "adakey", NOW).await);
+    assert!(create(&store, &bob.id, "bobkey", NOW).await);
+    store
+        .revoke_api_key("bobkey", audit("api_key.revoke"), NOW)
+        .await
+        .unwrap();
+    // (key, its member's address and revocation, if the key exists)
+    let cases = [
+        ("adakey", Some(("ada@example.org", None))),
+        ("bobkey", Some(("bob@example.org", Some(NOW)))),
+        ("nokey", None),
+    ];
+
+    let lookups: Vec<_> = (0..60)
+        .map(|i| {
+            let (id, expected) = cases[i % cases.len()];
+            let store = store.clone();
+            let now = NOW + (i % 4) as i64;
+            (
+                tokio::spawn(async move { store.api_key(id, now).await }),
+                expected,
+            )
+        })
+        .collect();
+    for (i, (lookup, expected)) in lookups.into_iter().enumerate() {
+        let record = lookup.await.expect("task").expect("api key");
+        let seen = record
+            .as_ref()
+            .map(|r| (r.member.email.as_str(), r.revoked_at));
+        assert_eq!(seen, expected, "lookup {i}");
+    }
+}
+
 store_tests!(
     a_key_is_stored_only_for_an_active_member,
     a_key_record_carries_its_member_with_live_roles_and_its_own_roles,
@@ -299,4 +336,5 @@ store_tests!(
     a_deleted_members_keys_die_with_them_at_once,
     a_key_record_follows_its_members_role_changes_at_once,
     touching_a_key_records_its_last_use,
+    many_concurrent_key_lookups_each_get_their_own_answer,
 );

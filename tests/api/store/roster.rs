@@ -243,6 +243,40 @@ async fn a_large_upload_is_counted_exactly_across_statements(kind: StoreUnderTes
     assert_eq!(batches[1].remaining as u64, earlier_count);
 }
 
+async fn concurrent_uploads_add_each_address_once(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let upload_of = |batch: &str, range: std::ops::Range<usize>| {
+        let store = store.clone();
+        let batch = batch.to_owned();
+        tokio::spawn(async move {
+            let entries: Vec<EligibleEntry> = range
+                .map(|i| entry(&format!("m{i:03}@example.org"), &[]))
+                .collect();
+            import(&store, &batch, entries, false, NOW).await
+        })
+    };
+    let (a, b) = tokio::join!(upload_of("b1", 0..60), upload_of("b2", 40..100));
+    let (a, b) = (
+        a.expect("task").expect("finished"),
+        b.expect("task").expect("finished"),
+    );
+
+    assert_eq!(a.added + b.added, 100, "{a:?} {b:?}");
+    assert_eq!(a.unchanged + b.unchanged, 20, "the overlap, once");
+    assert_eq!(
+        eligible(
+            &store,
+            EligibleFilter {
+                limit: 1_000,
+                ..Default::default()
+            }
+        )
+        .await
+        .len(),
+        100
+    );
+}
+
 async fn a_dry_run_reports_exact_counts_and_keeps_nothing(kind: StoreUnderTest) {
     let (_guard, store) = open(kind).await;
     import(&store, "b1", vec![entry("a@example.org", &[])], false, NOW).await;
@@ -515,6 +549,7 @@ store_tests!(
     an_import_records_its_batch_and_the_parsers_figures,
     a_second_upload_into_a_batch_adds_to_its_figures,
     a_large_upload_is_counted_exactly_across_statements,
+    concurrent_uploads_add_each_address_once,
     a_dry_run_reports_exact_counts_and_keeps_nothing,
     an_import_that_ends_without_finish_writes_nothing,
     the_allowlist_is_listed_by_batch_claim_and_address_in_pages,

@@ -349,6 +349,43 @@ async fn a_sessions_roles_change_at_once_with_a_grant_or_revocation(kind: StoreU
     assert_eq!(roles_now().await, "active,member");
 }
 
+async fn many_concurrent_session_checks_each_get_their_own_answer(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    allowlist(&store, "ada@example.org", &[]).await;
+    allowlist(&store, "bob@example.org", &[]).await;
+    let ada = sign_in(&store, "ada@example.org", NOW).await;
+    let bob = sign_in(&store, "bob@example.org", NOW).await;
+    let revoked = sign_in(&store, "ada@example.org", NOW).await;
+    store
+        .revoke_session(&revoked.id, audit("auth.logout"), NOW)
+        .await
+        .unwrap();
+    // (member, session, the address that must answer, if any)
+    let cases = [
+        (&ada.member.id, ada.id.clone(), Some("ada@example.org")),
+        (&bob.member.id, bob.id.clone(), Some("bob@example.org")),
+        (&ada.member.id, revoked.id.clone(), None),
+        (&bob.member.id, ada.id.clone(), None),
+        (&ada.member.id, new_id(), None),
+    ];
+
+    let checks: Vec<_> = (0..60)
+        .map(|i| {
+            let (member, session, expected) = cases[i % cases.len()].clone();
+            let (store, member) = (store.clone(), member.clone());
+            let now = NOW + (i % 3) as i64;
+            let check =
+                tokio::spawn(async move { store.session_member(&member, &session, now).await });
+            (check, expected)
+        })
+        .collect();
+    for (i, (check, expected)) in checks.into_iter().enumerate() {
+        let answer = check.await.expect("task").expect("session check");
+        let address = answer.as_ref().map(|m| m.email.as_str());
+        assert_eq!(address, expected, "check {i}");
+    }
+}
+
 store_tests!(
     a_refresh_token_rotates_into_the_next_one,
     a_rotated_refresh_token_presented_again_revokes_its_session,
@@ -360,4 +397,5 @@ store_tests!(
     a_session_authenticates_only_its_own_member,
     a_session_carries_the_roles_in_force_at_now,
     a_sessions_roles_change_at_once_with_a_grant_or_revocation,
+    many_concurrent_session_checks_each_get_their_own_answer,
 );
