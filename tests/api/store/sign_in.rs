@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use gatehouse::domain::MemberStatus;
-use gatehouse::store::{EligibleFilter, MemberFilter, OutboxCounts, OutboxQuery};
+use gatehouse::store::{EligibleFilter, MemberFilter, OutboxCounts, OutboxQuery, SignedIn};
 
 use super::*;
 
@@ -346,30 +346,52 @@ async fn two_concurrent_redemptions_of_one_link_give_one_session(kind: StoreUnde
     assert_eq!(members.len(), 6, "one member per address");
 }
 
+/// Redeems two links of `address` at once; both sign-ins.
+async fn redeem_two_links_at_once(store: &DynStore, address: &str) -> [SignedIn; 2] {
+    let links = [
+        link_for(store, address, NOW).await,
+        link_for(store, address, NOW).await,
+    ];
+    let [a, b] = links.map(|link| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .redeem_magic_link(&link, new_session(NOW), NOW + 1)
+                .await
+        })
+    });
+    let (a, b) = tokio::join!(a, b);
+    [a, b].map(|joined| {
+        joined
+            .expect("task")
+            .expect("redeem")
+            .expect("each link signs in")
+    })
+}
+
+async fn two_links_of_a_returning_member_redeemed_at_once_both_sign_in(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let ada = onboard(&store, "ada@example.org", &[]).await;
+    for round in 0..5 {
+        let [a, b] = redeem_two_links_at_once(&store, "ada@example.org").await;
+        assert_eq!(
+            (&a.member.id, &b.member.id),
+            (&ada.id, &ada.id),
+            "round {round}"
+        );
+        assert_ne!(a.session_id, b.session_id);
+        assert!(!a.created && !b.created);
+        assert!(session_live(&store, &ada.id, &a.session_id, NOW + 1).await);
+        assert!(session_live(&store, &ada.id, &b.session_id, NOW + 1).await);
+    }
+}
+
 async fn two_links_of_a_new_address_redeemed_at_once_make_one_member(kind: StoreUnderTest) {
     let (_guard, store) = open(kind).await;
     for round in 0..5 {
         let address = format!("new{round}@example.org");
         allowlist(&store, &address, &["sustainer"]).await;
-        let links = [
-            link_for(&store, &address, NOW).await,
-            link_for(&store, &address, NOW).await,
-        ];
-        let [a, b] = links.map(|link| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .redeem_magic_link(&link, new_session(NOW), NOW + 1)
-                    .await
-            })
-        });
-        let (a, b) = tokio::join!(a, b);
-        let [a, b] = [a, b].map(|joined| {
-            joined
-                .expect("task")
-                .expect("redeem")
-                .expect("each link signs in")
-        });
+        let [a, b] = redeem_two_links_at_once(&store, &address).await;
         assert_eq!(a.member.id, b.member.id, "round {round}: one member");
         assert_ne!(a.session_id, b.session_id);
         assert!(
@@ -446,5 +468,6 @@ store_tests!(
     a_link_of_an_address_removed_from_the_allowlist_signs_no_one_in,
     two_concurrent_redemptions_of_one_link_give_one_session,
     two_links_of_a_new_address_redeemed_at_once_make_one_member,
+    two_links_of_a_returning_member_redeemed_at_once_both_sign_in,
     a_code_attempt_is_spent_on_every_live_link_until_the_limit,
 );
