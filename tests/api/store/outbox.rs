@@ -90,7 +90,7 @@ async fn a_claimed_mail_is_not_claimed_again_until_its_lease_ends(kind: StoreUnd
     );
     assert_eq!(
         claim(&store, NOW + LEASE, 10).await,
-        [request.mail.id.clone()],
+        [request.mail.id.as_str()],
         "the lease ended: due again"
     );
 }
