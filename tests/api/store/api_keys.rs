@@ -133,7 +133,8 @@ async fn keys_are_listed_newest_first_by_member_in_pages(kind: StoreUnderTest) {
     assert!(create(&store, &ada.id, "k1", NOW).await);
     assert!(create(&store, &bob.id, "k2", NOW + 1).await);
     assert!(create(&store, &ada.id, "k3", NOW + 2).await);
-    assert!(create(&store, &ada.id, "k4", NOW + 3).await);
+    // k3 and k4 were made in the same second: the id breaks the tie.
+    assert!(create(&store, &ada.id, "k4", NOW + 2).await);
 
     let ids = |keys: Vec<ApiKeyInfo>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
     assert_eq!(
@@ -153,6 +154,10 @@ async fn keys_are_listed_newest_first_by_member_in_pages(kind: StoreUnderTest) {
         ["k1"]
     );
     assert_eq!(ids(list(&store, None, Some("k2"), 10).await), ["k1"]);
+    assert_eq!(
+        ids(list(&store, Some(&ada.id), Some("k4"), 10).await),
+        ["k3", "k1"]
+    );
     assert!(list(&store, Some(&ada.id), Some("k1"), 2).await.is_empty());
 
     let info = list(&store, Some(&bob.id), None, 1).await.remove(0);

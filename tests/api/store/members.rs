@@ -111,8 +111,14 @@ async fn members_are_listed_by_role_status_and_address(kind: StoreUnderTest) {
 
 async fn the_member_list_pages_by_id(kind: StoreUnderTest) {
     let (_guard, store) = open(kind).await;
+    // Several roles each: a page is whole members, however many roles they hold.
     for n in 0..5 {
-        onboard(&store, &format!("m{n}@example.org"), &[]).await;
+        onboard(
+            &store,
+            &format!("m{n}@example.org"),
+            &["active", "sustainer"],
+        )
+        .await;
     }
     let mut pages = Vec::new();
     let mut after: Option<String> = None;
@@ -129,6 +135,9 @@ async fn the_member_list_pages_by_id(kind: StoreUnderTest) {
             .await
             .unwrap();
         assert!(page.len() <= 2);
+        for member in &page {
+            assert_eq!(role_names(member), ["active", "member", "sustainer"]);
+        }
         let Some(last) = page.last() else { break };
         after = Some(last.id.as_str().to_owned());
         pages.push(
