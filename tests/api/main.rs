@@ -18,4 +18,5 @@ mod mail_support;
 mod scale_out;
 mod sign_in;
 mod smtp;
+mod store;
 mod tokens;
