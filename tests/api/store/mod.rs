@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse::config::DatabaseUrl;
-use gatehouse::domain::{Email, Member, MemberId, Role, TokenHash};
+use gatehouse::domain::{Conflict, Email, Member, MemberId, Role, TokenHash};
 use gatehouse::store::{
     AuditEntry, AuditFilter, AuditRow, DynStore, EligibleEntry, ImportChunk, ImportTotals,
     NewMagicLink, NewMail, NewRefreshToken, NewSession, PostgresStore, RoleGrant, RosterImport,
@@ -192,27 +192,32 @@ pub fn refused<T: Debug, E: Debug>(result: Result<T, E>) -> E {
 
 /// The change would leave no active admin.
 pub fn is_last_admin(e: &StoreError) -> bool {
-    matches!(e, StoreError::LastAdmin)
+    matches!(e, StoreError::Conflict(Conflict::LastAdmin))
 }
 
-/// The thing exists already (a member, a role).
+/// The thing exists already (a member, a role), or is deleted for good.
 pub fn is_conflict(e: &StoreError) -> bool {
-    matches!(e, StoreError::Conflict(_))
+    matches!(
+        e,
+        StoreError::Conflict(
+            Conflict::AlreadyMember(_) | Conflict::RoleExists(_) | Conflict::MemberDeleted
+        )
+    )
 }
 
 /// A role that was named does not exist.
 pub fn is_unknown_role(e: &StoreError) -> bool {
-    matches!(e, StoreError::UnknownRole(_))
+    matches!(e, StoreError::Conflict(Conflict::UnknownRole(_)))
 }
 
 /// A built-in role cannot be deleted.
 pub fn is_builtin_role(e: &StoreError) -> bool {
-    matches!(e, StoreError::BuiltinRole(_))
+    matches!(e, StoreError::Conflict(Conflict::BuiltinRole(_)))
 }
 
 /// A role still granted needs `force` to be deleted.
 pub fn is_role_in_use(e: &StoreError) -> bool {
-    matches!(e, StoreError::RoleInUse { .. })
+    matches!(e, StoreError::Conflict(Conflict::RoleInUse { .. }))
 }
 
 /// The thing named does not exist.
