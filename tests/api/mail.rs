@@ -188,6 +188,7 @@ async fn enqueue_while_stopped(app: &mut TestApp, email: &str) {
     app.shutdown().await;
     app.state
         .auth
+        .sign_in()
         .request_link(LinkRequest {
             email: Email::parse(email).unwrap(),
             redirect_to: None,
