@@ -181,6 +181,11 @@ impl TestApp {
         }
     }
 
+    /// The app's clock; `app.clock().advance(..)` moves time for the app at once.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Shuts down and starts again on the same database and data directory,
     /// and the same clock, with some settings changed.
     pub async fn restart_with(mut self, overrides: &[(&str, &str)]) -> Self {
