@@ -12,7 +12,11 @@ use tokio::sync::watch;
 
 use crate::admin::AdminService;
 use crate::api::body_limit::limit_body;
+use crate::api::metrics::MetricsSources;
+use crate::api::pages::SignInPages;
+use crate::api::{ApiServices, TrustedProxies};
 use crate::auth::{AuthService, AuthSettings, JwtKeys, load_or_create_secret};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::mail::worker::{OutboxWorker, RetryPolicy};
 use crate::mail::{Mailer, Sealer, transport_from_settings};
@@ -44,14 +48,16 @@ pub enum StartError {
     },
 }
 
-/// What every request handler can reach.
+/// Everything the application is built from; [`routes`] hands each part of the
+/// HTTP surface only what it uses. Tests hold it to reach the services directly.
 pub struct AppState {
     pub settings: Settings,
     /// The resolved public URL (the configured one, or `http://<bound address>`).
     pub public_url: String,
+    pub clock: Clock,
     pub store: DynStore,
-    pub auth: AuthService,
-    pub admin: AdminService,
+    pub auth: Arc<AuthService>,
+    pub admin: Arc<AdminService>,
     pub mailer: Arc<Mailer>,
     pub templates: Arc<Templates>,
     pub metrics: Arc<Metrics>,
@@ -74,6 +80,12 @@ pub async fn open_store(settings: &Settings) -> Result<DynStore, StartError> {
 impl Application {
     /// Prepares everything and binds the listener, but serves nothing yet.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// [`Application::build`] on `clock`: tests pass one they move, to expire
+    /// links and bring retries due without waiting.
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, StartError> {
         // Several dependencies bring rustls with different crypto back ends; pick
         // one for the process, or TLS (SMTPS, HTTPS to a mail provider) would panic.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -107,7 +119,7 @@ impl Application {
             .map_err(StartError::Secret)?;
         let store = open_store(&settings).await?;
         store
-            .bootstrap_admins(&settings.bootstrap_admins, crate::clock::now())
+            .bootstrap_admins(&settings.bootstrap_admins, clock.now())
             .await?;
 
         let templates = Arc::new(Templates::new(settings.mail.templates_dir.clone())?);
@@ -128,10 +140,18 @@ impl Application {
             settings.access_ttl,
         );
         let auth_settings = AuthSettings::from_settings(&settings, &public_url);
-        let auth = AuthService::new(store.clone(), jwt, mailer.clone(), &secret, auth_settings);
+        let auth = AuthService::new(
+            store.clone(),
+            clock.clone(),
+            jwt,
+            mailer.clone(),
+            &secret,
+            auth_settings,
+        );
         let metrics = Arc::new(Metrics::new());
         let worker = OutboxWorker::new(
             store.clone(),
+            clock.clone(),
             mailer.clone(),
             transport,
             RetryPolicy::from_settings(&settings.mail),
@@ -141,9 +161,10 @@ impl Application {
         let state = Arc::new(AppState {
             settings,
             public_url,
-            admin: AdminService::new(store.clone()),
+            admin: Arc::new(AdminService::new(store.clone(), clock.clone())),
+            clock,
             store,
-            auth,
+            auth: Arc::new(auth),
             mailer,
             templates,
             metrics,
@@ -171,7 +192,11 @@ impl Application {
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = tokio::spawn(self.worker.run(stop_rx.clone()));
-        let janitor = tokio::spawn(janitor(self.state.store.clone(), stop_rx));
+        let janitor = tokio::spawn(janitor(
+            self.state.store.clone(),
+            self.state.clock.clone(),
+            stop_rx,
+        ));
         tracing::info!(addr = %self.local_addr, public_url = %self.state.public_url, "gatehouse is serving");
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state.clone()), shutdown, Some(DRAIN_TIMEOUT))
@@ -185,13 +210,13 @@ impl Application {
 }
 
 /// Deletes expired rows now and then; a failure is logged and tried again later.
-async fn janitor(store: DynStore, mut stop: watch::Receiver<bool>) {
+async fn janitor(store: DynStore, clock: Clock, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(JANITOR_EVERY) => {}
             _ = stop.changed() => return,
         }
-        match store.purge_expired(crate::clock::now()).await {
+        match store.purge_expired(clock.now()).await {
             Ok(purged) => tracing::debug!(purged, "purged expired rows"),
             Err(error) => tracing::warn!(%error, "purge failed"),
         }
@@ -200,7 +225,28 @@ async fn janitor(store: DynStore, mut stop: watch::Receiver<bool>) {
 
 /// The whole HTTP surface: API, pages, spec and docs, with the middleware stack.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
-    let api = crate::api::service(&state.public_url);
+    let proxies = TrustedProxies::new(&state.settings.trusted_proxies);
+    let services = ApiServices {
+        store: state.store.clone(),
+        clock: state.clock.clone(),
+        auth: state.auth.clone(),
+        admin: state.admin.clone(),
+        mailer: state.mailer.clone(),
+        proxies: proxies.clone(),
+        public_eligibility: state.settings.public_eligibility,
+    };
+    let api = crate::api::service(&services, &state.public_url);
+    let pages = Arc::new(SignInPages {
+        auth: state.auth.clone(),
+        templates: state.templates.clone(),
+        org_name: state.settings.mail.org_name.clone(),
+        public_url: state.public_url.clone(),
+        proxies: proxies.clone(),
+    });
+    let metrics = MetricsSources {
+        metrics: state.metrics.clone(),
+        store: state.store.clone(),
+    };
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let limits = (
@@ -218,7 +264,10 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/metrics", get(crate::api::metrics::metrics))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
-        .data(state)
+        .data(state.auth.clone())
+        .data(proxies)
+        .data(pages)
+        .data(metrics)
         .with(
             SetHeader::new()
                 .overriding("x-content-type-options", "nosniff")

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::admin::{Actor, AdminService, KeyRequest};
 use crate::app::{StartError, open_store};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::Email;
 use crate::import::{ImportContext, ImportReport, import_csv};
@@ -54,6 +55,7 @@ pub async fn import(
         actor: Some("cli".into()),
         ip: None,
         dry_run,
+        now: Clock::system().now(),
     };
     let report = import_csv(&store, bar.wrap_read(handle), context).await?;
     bar.finish_and_clear();
@@ -68,13 +70,14 @@ pub async fn create_api_key(
 ) -> Result<String, CliError> {
     let email = Email::parse(email).map_err(|e| CliError::Invalid(e.to_string()))?;
     let store = open_store(settings).await?;
+    let clock = Clock::system();
     let filter = MemberFilter {
         q: Some(email.to_string()),
         limit: 100,
         ..Default::default()
     };
     let member = store
-        .list_members(&filter, crate::clock::now())
+        .list_members(&filter, clock.now())
         .await?
         .into_iter()
         .find(|m| m.email == email)
@@ -84,7 +87,7 @@ pub async fn create_api_key(
         expires_in_days: None,
         roles: None,
     };
-    let (_, issued) = AdminService::new(store)
+    let (_, issued) = AdminService::new(store, clock)
         .issue_key(&Actor::cli(), &member.id, &request)
         .await?;
     Ok(issued.key.expose())

@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", settings.bind));
-            println!("{}", gatehouse::api::service(&server).spec());
+            println!("{}", gatehouse::api::spec(&server));
             Ok(())
         }
     };

@@ -26,11 +26,13 @@ pub struct IssuedKey {
     pub expires_at: Option<i64>,
 }
 
-/// Generates and hashes a key limited to `request.roles` (each held in `held`).
+/// Generates and hashes a key limited to `request.roles` (each held in `held`),
+/// expiring `request.expires_in_days` after `now`.
 pub(super) async fn prepare(
     actor: &Actor,
     request: &KeyRequest,
     held: &[Role],
+    now: i64,
 ) -> Result<(IssuedKey, NewApiKey), AdminError> {
     let roles = match &request.roles {
         Some(roles) => {
@@ -45,7 +47,7 @@ pub(super) async fn prepare(
     let secret_hash = hash_api_key(&key).await?;
     let expires_at = request
         .expires_in_days
-        .map(|days| crate::clock::now() + i64::from(days) * 86_400);
+        .map(|days| now + i64::from(days) * 86_400);
     let record = NewApiKey {
         id: key.id().to_owned(),
         name: request.name.clone(),
@@ -71,13 +73,13 @@ impl AdminService {
         member: &MemberId,
         request: &KeyRequest,
     ) -> Result<(Member, IssuedKey), AdminError> {
-        let now = crate::clock::now();
+        let now = self.clock.now();
         let holder = self
             .store
             .member_by_id(member, now)
             .await?
             .ok_or(AdminError::NotFound("member"))?;
-        let (issued, record) = prepare(actor, request, &holder.roles).await?;
+        let (issued, record) = prepare(actor, request, &holder.roles, now).await?;
         let audit = actor
             .audit("apikey.created")
             .target(member.as_str())
@@ -100,7 +102,7 @@ impl AdminService {
             .target(crate::domain::api_key_prefix(id));
         if self
             .store
-            .revoke_api_key(id, audit, crate::clock::now())
+            .revoke_api_key(id, audit, self.clock.now())
             .await?
         {
             Ok(())

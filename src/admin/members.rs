@@ -30,7 +30,7 @@ impl AdminService {
             .target(id.as_str())
             .details(json!({ "status": status.as_str() }));
         self.store
-            .set_member_status(id, status, audit, crate::clock::now())
+            .set_member_status(id, status, audit, self.clock.now())
             .await?
             .ok_or(AdminError::NotFound("member"))
     }
@@ -42,7 +42,7 @@ impl AdminService {
         let audit = actor.audit("member.deleted").target(id.as_str());
         if self
             .store
-            .delete_member(id, audit, crate::clock::now())
+            .delete_member(id, audit, self.clock.now())
             .await?
         {
             Ok(())
@@ -72,7 +72,7 @@ impl AdminService {
             .target(id.as_str())
             .details(json!({ "roles": roles }));
         self.store
-            .set_member_roles(id, roles, audit, crate::clock::now())
+            .set_member_roles(id, roles, audit, self.clock.now())
             .await?
             .ok_or(AdminError::NotFound("member"))
     }
@@ -91,7 +91,7 @@ impl AdminService {
             .target(id.as_str())
             .details(json!({ "role": grant.role, "expires_at": grant.expires_at }));
         self.store
-            .grant_member_role(id, &grant, audit, crate::clock::now())
+            .grant_member_role(id, &grant, audit, self.clock.now())
             .await?
             .ok_or(AdminError::NotFound("member"))
     }
@@ -110,7 +110,7 @@ impl AdminService {
             .target(id.as_str())
             .details(json!({ "role": role }));
         self.store
-            .revoke_member_role(id, role, audit, crate::clock::now())
+            .revoke_member_role(id, role, audit, self.clock.now())
             .await?
             .ok_or(AdminError::NotFound("member"))
     }
@@ -118,7 +118,7 @@ impl AdminService {
     pub async fn revoke_sessions(&self, actor: &Actor, id: &MemberId) -> Result<u64, AdminError> {
         let audit = actor.audit("member.sessions_revoked").target(id.as_str());
         self.store
-            .revoke_member_sessions(id, audit, crate::clock::now())
+            .revoke_member_sessions(id, audit, self.clock.now())
             .await?
             .ok_or(AdminError::NotFound("member"))
     }
@@ -132,7 +132,9 @@ impl AdminService {
         let mut allowed = onboarding.roles.clone();
         allowed.push(Role::member());
         let key = match &onboarding.api_key {
-            Some(request) => Some(super::keys::prepare(actor, request, &allowed).await?),
+            Some(request) => {
+                Some(super::keys::prepare(actor, request, &allowed, self.clock.now()).await?)
+            }
             None => None,
         };
         let audit = actor.audit("member.onboarded").details(json!({
@@ -148,7 +150,7 @@ impl AdminService {
                 &onboarding.roles,
                 record,
                 audit,
-                crate::clock::now(),
+                self.clock.now(),
             )
             .await?;
         Ok((member, issued))
@@ -163,7 +165,7 @@ impl AdminService {
         let audit = actor.audit("role.created").target(role.as_str());
         Ok(self
             .store
-            .create_role(role, description, audit, crate::clock::now())
+            .create_role(role, description, audit, self.clock.now())
             .await?)
     }
 
@@ -176,7 +178,7 @@ impl AdminService {
         let audit = actor.audit("role.deleted").target(role.as_str());
         Ok(self
             .store
-            .delete_role(role, force, audit, crate::clock::now())
+            .delete_role(role, force, audit, self.clock.now())
             .await?)
     }
 }

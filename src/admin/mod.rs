@@ -11,6 +11,7 @@ pub use keys::{IssuedKey, KeyRequest};
 pub use members::Onboarding;
 
 use crate::auth::{AuthError, Principal};
+use crate::clock::Clock;
 use crate::domain::MemberId;
 use crate::store::{AuditEntry, DynStore, StoreError};
 
@@ -70,11 +71,12 @@ impl Actor {
 /// The admin operations. Cheap to share.
 pub struct AdminService {
     store: DynStore,
+    clock: Clock,
 }
 
 impl AdminService {
-    pub fn new(store: DynStore) -> Self {
-        Self { store }
+    pub fn new(store: DynStore, clock: Clock) -> Self {
+        Self { store, clock }
     }
 
     pub fn store(&self) -> &DynStore {

@@ -2,22 +2,28 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::Request;
-use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::TrustedProxies;
 use super::members::{actor, member_id};
 use super::paging;
 use super::views::timestamp;
 use super::{AdminAuth, ApiTags, KeyAuth};
+use crate::admin::AdminService;
 use crate::admin::{IssuedKey, KeyRequest};
-use crate::app::AppState;
+use crate::auth::AuthService;
 use crate::domain::{Role, api_key_prefix};
 use crate::error::ApiError;
-use crate::store::ApiKeyInfo;
+use crate::store::{ApiKeyInfo, DynStore};
 
-pub struct ApiKeysApi;
+pub struct ApiKeysApi {
+    pub admin: Arc<AdminService>,
+    pub auth: Arc<AuthService>,
+    pub store: DynStore,
+    pub proxies: TrustedProxies,
+}
 
 #[derive(Debug, Object)]
 pub struct KeyRequestBody {
@@ -166,13 +172,12 @@ impl ApiKeysApi {
         auth: AdminAuth,
         id: Path<String>,
         body: Json<KeyRequestBody>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<KeyCreated, ApiError> {
         let (id, request) = (member_id(&id)?, body.0.parse()?);
-        let (_, issued) = state
+        let (_, issued) = self
             .admin
-            .issue_key(&actor(&auth, &state, req), &id, &request)
+            .issue_key(&actor(&auth, &self.proxies, req), &id, &request)
             .await?;
         Ok(KeyCreated::Created(Json(issued.into())))
     }
@@ -185,12 +190,11 @@ impl ApiKeysApi {
         member: Query<Option<String>>,
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
-        state: Data<&Arc<AppState>>,
     ) -> Result<Json<ApiKeyPage>, ApiError> {
         let member = member.as_deref().map(member_id).transpose()?;
         let limit = paging::limit(limit.0)?;
         let before = paging::decode_cursor(cursor.as_deref())?;
-        let keys = state
+        let keys = self
             .store
             .list_api_keys(member.as_ref(), before.as_deref(), limit)
             .await?;
@@ -210,29 +214,23 @@ impl ApiKeysApi {
         &self,
         auth: AdminAuth,
         id: Path<String>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<KeyRevoked, ApiError> {
         let id = id.trim().trim_start_matches("gh_");
-        state
-            .admin
-            .revoke_key(&actor(&auth, &state, req), id)
+        self.admin
+            .revoke_key(&actor(&auth, &self.proxies, req), id)
             .await?;
         Ok(KeyRevoked::NoContent)
     }
 
     /// Exchanges an API key for a short-lived access token with the key's roles.
     #[oai(path = "/v1/auth/token", method = "post", tag = "ApiTags::Auth")]
-    async fn token(
-        &self,
-        auth: KeyAuth,
-        state: Data<&Arc<AppState>>,
-    ) -> Result<Json<KeyToken>, ApiError> {
-        let access_token = state.auth.exchange_api_key(&auth.0)?;
+    async fn token(&self, auth: KeyAuth) -> Result<Json<KeyToken>, ApiError> {
+        let access_token = self.auth.api_keys().exchange(&auth.0)?;
         Ok(Json(KeyToken {
             access_token,
             token_type: "Bearer".into(),
-            expires_in: state.auth.jwt().ttl().as_secs(),
+            expires_in: self.auth.api_keys().token_ttl_secs(),
         }))
     }
 }

@@ -1,7 +1,4 @@
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -9,11 +6,12 @@ use poem_openapi::{Object, OpenApi};
 use super::paging::{self, CsvResponse};
 use super::views::timestamp;
 use super::{AdminAuth, ApiTags};
-use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{AuditFilter, AuditRow};
+use crate::store::{AuditFilter, AuditRow, DynStore};
 
-pub struct AuditApi;
+pub struct AuditApi {
+    pub store: DynStore,
+}
 
 #[derive(Debug, Object)]
 pub struct AuditView {
@@ -80,12 +78,11 @@ impl AuditApi {
         until: Query<Option<DateTime<Utc>>>,
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
-        state: Data<&Arc<AppState>>,
     ) -> Result<Json<AuditPage>, ApiError> {
         let mut filter = filter(actor, action, target, since, until);
         filter.limit = paging::limit(limit.0)?;
         filter.before = paging::decode_cursor(cursor.as_deref())?;
-        let rows = state.store.list_audit(&filter).await?;
+        let rows = self.store.list_audit(&filter).await?;
         Ok(Json(AuditPage {
             next_cursor: paging::next_cursor(&rows, filter.limit, |r| r.id.as_str()),
             items: rows.into_iter().map(AuditView::from).collect(),
@@ -103,10 +100,9 @@ impl AuditApi {
         target: Query<Option<String>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
-        state: Data<&Arc<AppState>>,
     ) -> Result<CsvResponse, ApiError> {
         let base = filter(actor, action, target, since, until);
-        let store = state.store.clone();
+        let store = self.store.clone();
         let header = ["id", "at", "actor", "action", "target", "details", "ip"];
         Ok(paging::csv_export("audit.csv", &header, move |before| {
             let (store, mut filter) = (store.clone(), base.clone());

@@ -1,18 +1,21 @@
 use std::sync::Arc;
 
 use poem::Request;
-use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::views::TokenResponse;
-use super::{ApiTags, BearerAuth, client_ip};
-use crate::app::AppState;
-use crate::auth::LinkRequest;
+use super::{ApiTags, BearerAuth, TrustedProxies};
+use crate::auth::{AuthService, LinkRequest};
 use crate::domain::Email;
 use crate::error::ApiError;
 
-pub struct AuthApi;
+pub struct AuthApi {
+    pub auth: Arc<AuthService>,
+    pub proxies: TrustedProxies,
+    /// Whether `POST /v1/auth/eligibility` answers at all: it reveals the allowlist.
+    pub public_eligibility: bool,
+}
 
 #[derive(Debug, Object)]
 pub struct MagicLinkRequest {
@@ -77,16 +80,15 @@ impl AuthApi {
     async fn magic_link(
         &self,
         body: Json<MagicLinkRequest>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<LinkRequested, ApiError> {
         let email = Email::parse(&body.email)?;
         let request = LinkRequest {
             email,
             redirect_to: body.redirect_to.as_deref(),
-            ip: client_ip(req, &state.settings.trusted_proxies),
+            ip: self.proxies.client_ip(req),
         };
-        state.auth.request_link(request).await?;
+        self.auth.sign_in().request_link(request).await?;
         Ok(LinkRequested::Accepted(Json(Accepted {
             status: "accepted".into(),
         })))
@@ -100,15 +102,14 @@ impl AuthApi {
     async fn verify(
         &self,
         body: Json<VerifyRequest>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<TokenResponse>, ApiError> {
-        let ip = client_ip(req, &state.settings.trusted_proxies);
+        let ip = self.proxies.client_ip(req);
         let grant = match (&body.token, &body.email, &body.code) {
-            (Some(token), None, None) => state.auth.redeem_token(token, ip).await?,
+            (Some(token), None, None) => self.auth.sign_in().redeem_token(token, ip).await?,
             (None, Some(email), Some(code)) => {
                 let email = Email::parse(email)?;
-                state.auth.redeem_code(&email, code, ip).await?
+                self.auth.sign_in().redeem_code(&email, code, ip).await?
             }
             _ => {
                 return Err(ApiError::bad_request(
@@ -125,25 +126,16 @@ impl AuthApi {
     /// Each refresh token works once. Presenting one that was already used
     /// revokes the whole session, since only a thief or a replay would.
     #[oai(path = "/v1/auth/refresh", method = "post")]
-    async fn refresh(
-        &self,
-        body: Json<RefreshRequest>,
-        state: Data<&Arc<AppState>>,
-    ) -> Result<Json<TokenResponse>, ApiError> {
-        let grant = state.auth.refresh(&body.refresh_token).await?;
+    async fn refresh(&self, body: Json<RefreshRequest>) -> Result<Json<TokenResponse>, ApiError> {
+        let grant = self.auth.sessions().refresh(&body.refresh_token).await?;
         Ok(Json(TokenResponse::from(&grant)))
     }
 
     /// Ends the caller's session.
     #[oai(path = "/v1/auth/logout", method = "post")]
-    async fn logout(
-        &self,
-        auth: BearerAuth,
-        state: Data<&Arc<AppState>>,
-        req: &Request,
-    ) -> Result<LoggedOut, ApiError> {
-        let ip = client_ip(req, &state.settings.trusted_proxies);
-        state.auth.logout(&auth.0, ip).await?;
+    async fn logout(&self, auth: BearerAuth, req: &Request) -> Result<LoggedOut, ApiError> {
+        let ip = self.proxies.client_ip(req);
+        self.auth.sessions().logout(&auth.0, ip).await?;
         Ok(LoggedOut::NoContent)
     }
 
@@ -155,17 +147,16 @@ impl AuthApi {
     async fn eligibility(
         &self,
         body: Json<EligibilityRequest>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<Eligibility>, ApiError> {
-        if !state.settings.public_eligibility {
+        if !self.public_eligibility {
             return Err(ApiError::NotFound(
                 "the eligibility check is not enabled".into(),
             ));
         }
         let email = Email::parse(&body.email)?;
-        let ip = client_ip(req, &state.settings.trusted_proxies);
-        let eligible = state.auth.check_eligibility(&email, ip).await?;
+        let ip = self.proxies.client_ip(req);
+        let eligible = self.auth.sign_in().check_eligibility(&email, ip).await?;
         Ok(Json(Eligibility { eligible }))
     }
 }

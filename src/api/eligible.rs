@@ -1,16 +1,18 @@
-use std::sync::Arc;
-
 use poem::Request;
-use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::{AdminAuth, ApiTags, client_ip};
-use crate::app::AppState;
+use super::{AdminAuth, ApiTags, TrustedProxies};
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::import::{ImportContext, ImportReport, RawRow, import_rows};
+use crate::store::DynStore;
 
-pub struct EligibleApi;
+pub struct EligibleApi {
+    pub store: DynStore,
+    pub clock: Clock,
+    pub proxies: TrustedProxies,
+}
 
 #[derive(Debug, Object)]
 pub struct EligibleEmailRequest {
@@ -114,7 +116,6 @@ impl EligibleApi {
         &self,
         auth: AdminAuth,
         body: Json<EligibleEmailRequest>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Upserted, ApiError> {
         let admin = &auth.0;
@@ -127,10 +128,11 @@ impl EligibleApi {
             batch_id: batch_id(None)?,
             source: "api",
             actor: Some(admin.actor()),
-            ip: client_ip(req, &state.settings.trusted_proxies).map(|ip| ip.to_string()),
+            ip: self.proxies.client_ip(req).map(|ip| ip.to_string()),
             dry_run: false,
+            now: self.clock.now(),
         };
-        let report = import_rows(&state.store, vec![row], context).await?;
+        let report = import_rows(&self.store, vec![row], context).await?;
         if let Some(invalid) = report.invalid.first() {
             return Err(ApiError::unprocessable(
                 "invalid_row",
@@ -150,7 +152,6 @@ impl EligibleApi {
         &self,
         auth: AdminAuth,
         body: Json<BulkRequest>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<ImportReportView>, ApiError> {
         let admin = &auth.0;
@@ -158,8 +159,9 @@ impl EligibleApi {
             batch_id: batch_id(body.batch_id.as_deref())?,
             source: "json",
             actor: Some(admin.actor()),
-            ip: client_ip(req, &state.settings.trusted_proxies).map(|ip| ip.to_string()),
+            ip: self.proxies.client_ip(req).map(|ip| ip.to_string()),
             dry_run: false,
+            now: self.clock.now(),
         };
         let rows = body
             .0
@@ -168,6 +170,6 @@ impl EligibleApi {
             .enumerate()
             .map(|(i, email)| RawRow::new(i as u64 + 1, email, None))
             .collect();
-        Ok(Json(import_rows(&state.store, rows, context).await?.into()))
+        Ok(Json(import_rows(&self.store, rows, context).await?.into()))
     }
 }

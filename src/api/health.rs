@@ -1,14 +1,13 @@
-use std::sync::Arc;
-
-use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::ApiTags;
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::store::DynStore;
 
-pub struct HealthApi;
+pub struct HealthApi {
+    pub store: DynStore,
+}
 
 #[derive(Object)]
 pub struct HealthStatus {
@@ -28,8 +27,8 @@ impl HealthApi {
 
     /// Readiness: the database answers. A 503 while it does not.
     #[oai(path = "/readyz", method = "get")]
-    async fn readyz(&self, state: Data<&Arc<AppState>>) -> Result<Json<HealthStatus>, ApiError> {
-        state.store.ping().await?;
+    async fn readyz(&self) -> Result<Json<HealthStatus>, ApiError> {
+        self.store.ping().await?;
         Ok(Json(HealthStatus {
             status: "ok".into(),
         }))

@@ -1,17 +1,19 @@
 use std::sync::Arc;
 
 use poem::Request;
-use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::security::MemberAuth;
 use super::views::MemberView;
-use super::{ApiTags, BearerAuth, client_ip};
-use crate::app::AppState;
+use super::{ApiTags, BearerAuth, TrustedProxies};
+use crate::auth::AuthService;
 use crate::error::ApiError;
 
-pub struct MeApi;
+pub struct MeApi {
+    pub auth: Arc<AuthService>,
+    pub proxies: TrustedProxies,
+}
 
 #[derive(ApiResponse)]
 enum Deleted {
@@ -31,20 +33,15 @@ impl MeApi {
 
     /// Deletes the caller's own membership (soft delete) and revokes all their sessions.
     #[oai(path = "/v1/me", method = "delete")]
-    async fn delete_me(
-        &self,
-        auth: BearerAuth,
-        state: Data<&Arc<AppState>>,
-        req: &Request,
-    ) -> Result<Deleted, ApiError> {
+    async fn delete_me(&self, auth: BearerAuth, req: &Request) -> Result<Deleted, ApiError> {
         if auth.0.api_key.is_some() {
             return Err(ApiError::Forbidden(
                 "a token obtained with an API key cannot delete its member; sign in to leave"
                     .into(),
             ));
         }
-        let ip = client_ip(req, &state.settings.trusted_proxies);
-        state.auth.delete_self(&auth.0, ip).await?;
+        let ip = self.proxies.client_ip(req);
+        self.auth.sessions().delete_self(&auth.0, ip).await?;
         Ok(Deleted::NoContent)
     }
 }

@@ -2,7 +2,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::Request;
-use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -10,14 +9,19 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::api_keys::{IssuedKeyView, KeyRequestBody};
 use super::paging::{self, CsvResponse};
 use super::views::MemberView;
-use super::{AdminAuth, ApiTags, client_ip};
-use crate::admin::{Actor, Onboarding};
-use crate::app::AppState;
+use super::{AdminAuth, ApiTags, TrustedProxies};
+use crate::admin::{Actor, AdminService, Onboarding};
+use crate::clock::Clock;
 use crate::domain::{Email, MemberId, MemberStatus, Role};
 use crate::error::ApiError;
-use crate::store::{MemberFilter, RoleGrant};
+use crate::store::{DynStore, MemberFilter, RoleGrant};
 
-pub struct MembersApi;
+pub struct MembersApi {
+    pub admin: Arc<AdminService>,
+    pub store: DynStore,
+    pub clock: Clock,
+    pub proxies: TrustedProxies,
+}
 
 #[derive(Debug, Object)]
 pub struct MemberPage {
@@ -84,8 +88,8 @@ pub(crate) fn member_id(raw: &str) -> Result<MemberId, ApiError> {
     MemberId::parse(raw).ok_or_else(|| ApiError::NotFound("no such member".into()))
 }
 
-pub(crate) fn actor(auth: &AdminAuth, state: &AppState, req: &Request) -> Actor {
-    Actor::new(&auth.0, client_ip(req, &state.settings.trusted_proxies))
+pub(crate) fn actor(auth: &AdminAuth, proxies: &TrustedProxies, req: &Request) -> Actor {
+    Actor::new(&auth.0, proxies.client_ip(req))
 }
 
 fn roles(raw: &[String]) -> Result<Vec<Role>, ApiError> {
@@ -139,7 +143,6 @@ impl MembersApi {
     async fn list(
         &self,
         _auth: AdminAuth,
-        state: Data<&Arc<AppState>>,
         role: Query<Option<String>>,
         status: Query<Option<String>>,
         q: Query<Option<String>>,
@@ -149,10 +152,7 @@ impl MembersApi {
         let mut filter = filter(role.as_deref(), status.as_deref(), q.as_deref())?;
         filter.limit = paging::limit(limit.0)?;
         filter.after = paging::decode_cursor(cursor.as_deref())?;
-        let members = state
-            .store
-            .list_members(&filter, crate::clock::now())
-            .await?;
+        let members = self.store.list_members(&filter, self.clock.now()).await?;
         Ok(Json(MemberPage {
             next_cursor: paging::next_cursor(&members, filter.limit, |m| m.id.as_str()),
             items: members.iter().map(MemberView::from).collect(),
@@ -164,13 +164,12 @@ impl MembersApi {
     async fn export(
         &self,
         _auth: AdminAuth,
-        state: Data<&Arc<AppState>>,
         role: Query<Option<String>>,
         status: Query<Option<String>>,
         q: Query<Option<String>>,
     ) -> Result<CsvResponse, ApiError> {
         let base = filter(role.as_deref(), status.as_deref(), q.as_deref())?;
-        let store = state.store.clone();
+        let (store, clock) = (self.store.clone(), self.clock.clone());
         let header = [
             "id",
             "email",
@@ -180,11 +179,11 @@ impl MembersApi {
             "last_login_at",
         ];
         Ok(paging::csv_export("members.csv", &header, move |after| {
-            let (store, mut filter) = (store.clone(), base.clone());
+            let (store, clock, mut filter) = (store.clone(), clock.clone(), base.clone());
             async move {
                 filter.after = after;
                 filter.limit = paging::EXPORT_PAGE;
-                let members = store.list_members(&filter, crate::clock::now()).await?;
+                let members = store.list_members(&filter, clock.now()).await?;
                 let next = (members.len() as i64 == filter.limit)
                     .then(|| members.last().map(|m| m.id.to_string()))
                     .flatten();
@@ -216,7 +215,6 @@ impl MembersApi {
         &self,
         auth: AdminAuth,
         body: Json<OnboardRequest>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Created, ApiError> {
         let onboarding = Onboarding {
@@ -224,8 +222,8 @@ impl MembersApi {
             roles: roles(&body.roles)?,
             api_key: body.0.api_key.map(|k| k.parse()).transpose()?,
         };
-        let actor = actor(&auth, &state, req);
-        let (member, key) = state.admin.onboard(&actor, onboarding).await?;
+        let actor = actor(&auth, &self.proxies, req);
+        let (member, key) = self.admin.onboard(&actor, onboarding).await?;
         Ok(Created::Created(Json(Onboarded {
             member: MemberView::from(&member),
             api_key: key.map(IssuedKeyView::from),
@@ -233,15 +231,10 @@ impl MembersApi {
     }
 
     #[oai(path = "/v1/admin/members/:id", method = "get")]
-    async fn get(
-        &self,
-        _auth: AdminAuth,
-        id: Path<String>,
-        state: Data<&Arc<AppState>>,
-    ) -> Result<Json<MemberView>, ApiError> {
-        let member = state
+    async fn get(&self, _auth: AdminAuth, id: Path<String>) -> Result<Json<MemberView>, ApiError> {
+        let member = self
             .store
-            .member_by_id(&member_id(&id)?, crate::clock::now())
+            .member_by_id(&member_id(&id)?, self.clock.now())
             .await?
             .ok_or_else(|| ApiError::NotFound("no such member".into()))?;
         Ok(Json(MemberView::from(&member)))
@@ -254,13 +247,12 @@ impl MembersApi {
         auth: AdminAuth,
         id: Path<String>,
         body: Json<StatusChange>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
         let (id, status) = (member_id(&id)?, status(&body.status)?);
-        let member = state
+        let member = self
             .admin
-            .set_status(&actor(&auth, &state, req), &id, status)
+            .set_status(&actor(&auth, &self.proxies, req), &id, status)
             .await?;
         Ok(Json(MemberView::from(&member)))
     }
@@ -271,13 +263,11 @@ impl MembersApi {
         &self,
         auth: AdminAuth,
         id: Path<String>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Deleted, ApiError> {
         let id = member_id(&id)?;
-        state
-            .admin
-            .delete_member(&actor(&auth, &state, req), &id)
+        self.admin
+            .delete_member(&actor(&auth, &self.proxies, req), &id)
             .await?;
         Ok(Deleted::NoContent)
     }
@@ -289,13 +279,12 @@ impl MembersApi {
         auth: AdminAuth,
         id: Path<String>,
         body: Json<RoleSet>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
         let (id, roles) = (member_id(&id)?, roles(&body.roles)?);
-        let member = state
+        let member = self
             .admin
-            .set_roles(&actor(&auth, &state, req), &id, &roles)
+            .set_roles(&actor(&auth, &self.proxies, req), &id, &roles)
             .await?;
         Ok(Json(MemberView::from(&member)))
     }
@@ -307,7 +296,6 @@ impl MembersApi {
         auth: AdminAuth,
         id: Path<String>,
         body: Json<RoleGrantBody>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
         let id = member_id(&id)?;
@@ -315,9 +303,9 @@ impl MembersApi {
             role: Role::parse(&body.role)?,
             expires_at: body.expires_at.map(|t| t.timestamp()),
         };
-        let member = state
+        let member = self
             .admin
-            .grant_role(&actor(&auth, &state, req), &id, grant)
+            .grant_role(&actor(&auth, &self.proxies, req), &id, grant)
             .await?;
         Ok(Json(MemberView::from(&member)))
     }
@@ -329,13 +317,12 @@ impl MembersApi {
         auth: AdminAuth,
         id: Path<String>,
         role: Path<String>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
         let (id, role) = (member_id(&id)?, Role::parse(&role)?);
-        let member = state
+        let member = self
             .admin
-            .revoke_role(&actor(&auth, &state, req), &id, &role)
+            .revoke_role(&actor(&auth, &self.proxies, req), &id, &role)
             .await?;
         Ok(Json(MemberView::from(&member)))
     }
@@ -346,13 +333,12 @@ impl MembersApi {
         &self,
         auth: AdminAuth,
         id: Path<String>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<SessionsRevoked>, ApiError> {
         let id = member_id(&id)?;
-        let revoked = state
+        let revoked = self
             .admin
-            .revoke_sessions(&actor(&auth, &state, req), &id)
+            .revoke_sessions(&actor(&auth, &self.proxies, req), &id)
             .await?;
         Ok(Json(SessionsRevoked { revoked }))
     }

@@ -6,15 +6,24 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem::{Response, handler};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::DynStore;
+
+/// What a scrape reads, put in the route's data: this process's counters, and
+/// the store for the queue length that all instances share.
+#[derive(Clone)]
+pub struct MetricsSources {
+    pub metrics: Arc<Metrics>,
+    pub store: DynStore,
+}
 
 /// The OpenMetrics exposition. A 503 (problem+json) if the outbox cannot be
 /// counted, so a scrape never reports a stale or made-up queue length.
 #[handler]
-pub async fn metrics(state: Data<&Arc<AppState>>) -> Result<Response, ApiError> {
-    let counts = state.store.outbox_counts().await?;
-    let text = state
+pub async fn metrics(sources: Data<&MetricsSources>) -> Result<Response, ApiError> {
+    let counts = sources.store.outbox_counts().await?;
+    let text = sources
         .metrics
         .render(counts.queued)
         .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;

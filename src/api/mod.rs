@@ -19,12 +19,24 @@ pub mod roster;
 pub mod security;
 pub mod views;
 
+use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use poem::Request;
-use poem_openapi::OpenApiService;
+use poem::endpoint::BoxEndpoint;
+use poem::http::Method;
+use poem_openapi::registry::{MetaApi, Registry};
+use poem_openapi::{OpenApi, OpenApiService};
 
 pub use security::{AdminAuth, BearerAuth, KeyAuth};
+
+use crate::admin::AdminService;
+use crate::auth::AuthService;
+use crate::clock::Clock;
+use crate::mail::Mailer;
+use crate::store::DynStore;
 
 /// The API's tags, in the order the spec lists them.
 #[derive(poem_openapi::Tags)]
@@ -49,26 +61,134 @@ pub enum ApiTags {
     Health,
 }
 
+/// What the handlers use; [`service`] hands each API struct its share.
+#[derive(Clone)]
+pub struct ApiServices {
+    pub store: DynStore,
+    pub clock: Clock,
+    pub auth: Arc<AuthService>,
+    pub admin: Arc<AdminService>,
+    pub mailer: Arc<Mailer>,
+    pub proxies: TrustedProxies,
+    /// Whether `POST /v1/auth/eligibility` answers (it reveals the allowlist).
+    pub public_eligibility: bool,
+}
+
+/// Every API struct, in the order the spec lists their operations.
+pub type Apis = (
+    auth::AuthApi,
+    me::MeApi,
+    eligible::EligibleApi,
+    outbox::OutboxApi,
+    roster::RosterApi,
+    members::MembersApi,
+    roles::RolesApi,
+    api_keys::ApiKeysApi,
+    audit::AuditApi,
+    health::HealthApi,
+);
+
 /// The OpenAPI service; `server` is the public URL the spec advertises.
-pub fn service(server: &str) -> OpenApiService<impl poem_openapi::OpenApi, ()> {
-    OpenApiService::new(
-        (
-            auth::AuthApi,
-            me::MeApi,
-            eligible::EligibleApi,
-            outbox::OutboxApi,
-            roster::RosterApi,
-            members::MembersApi,
-            roles::RolesApi,
-            api_keys::ApiKeysApi,
-            audit::AuditApi,
-            health::HealthApi,
-        ),
-        "gatehouse",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description("Passwordless, invite-only membership: magic links, roles, JWTs and API keys.")
-    .server(server)
+///
+/// The security schemes run before any handler, so they find the
+/// [`AuthService`] and the [`TrustedProxies`] in the request's data: the
+/// route that serves this must carry both.
+pub fn service(services: &ApiServices, server: &str) -> OpenApiService<Apis, ()> {
+    let s = services;
+    let apis = (
+        auth::AuthApi {
+            auth: s.auth.clone(),
+            proxies: s.proxies.clone(),
+            public_eligibility: s.public_eligibility,
+        },
+        me::MeApi {
+            auth: s.auth.clone(),
+            proxies: s.proxies.clone(),
+        },
+        eligible::EligibleApi {
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            proxies: s.proxies.clone(),
+        },
+        outbox::OutboxApi {
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            mailer: s.mailer.clone(),
+            proxies: s.proxies.clone(),
+        },
+        roster::RosterApi {
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            proxies: s.proxies.clone(),
+        },
+        members::MembersApi {
+            admin: s.admin.clone(),
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            proxies: s.proxies.clone(),
+        },
+        roles::RolesApi {
+            admin: s.admin.clone(),
+            store: s.store.clone(),
+            clock: s.clock.clone(),
+            proxies: s.proxies.clone(),
+        },
+        api_keys::ApiKeysApi {
+            admin: s.admin.clone(),
+            auth: s.auth.clone(),
+            store: s.store.clone(),
+            proxies: s.proxies.clone(),
+        },
+        audit::AuditApi {
+            store: s.store.clone(),
+        },
+        health::HealthApi {
+            store: s.store.clone(),
+        },
+    );
+    describe(apis, server)
+}
+
+/// The OpenAPI document (JSON), without building a single service: the
+/// `openapi` command prints it with no database at hand.
+pub fn spec(server: &str) -> String {
+    describe(SpecOnly::<Apis>(PhantomData), server).spec()
+}
+
+fn describe<T: OpenApi>(apis: T, server: &str) -> OpenApiService<T, ()> {
+    OpenApiService::new(apis, "gatehouse", env!("CARGO_PKG_VERSION"))
+        .description("Passwordless, invite-only membership: magic links, roles, JWTs and API keys.")
+        .server(server)
+}
+
+/// The operations and schemas of `T`, with no handlers behind them.
+struct SpecOnly<T>(PhantomData<T>);
+
+impl<T: OpenApi> OpenApi for SpecOnly<T> {
+    fn meta() -> Vec<MetaApi> {
+        T::meta()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn add_routes(self, _routes: &mut HashMap<String, HashMap<Method, BoxEndpoint<'static>>>) {}
+}
+
+/// The proxies whose `X-Forwarded-For` is believed.
+#[derive(Clone, Debug)]
+pub struct TrustedProxies(Arc<[IpAddr]>);
+
+impl TrustedProxies {
+    pub fn new(proxies: &[IpAddr]) -> Self {
+        Self(proxies.into())
+    }
+
+    /// The address of the client behind `req`; see [`client_ip`].
+    pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
+        client_ip(req, &self.0)
+    }
 }
 
 /// The client's address: the socket peer, or, when that peer is a trusted proxy,

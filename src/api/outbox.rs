@@ -6,23 +6,29 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::Request;
-use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
 use super::views::timestamp;
-use super::{ApiTags, BearerAuth, client_ip};
-use crate::app::AppState;
+use super::{ApiTags, BearerAuth, TrustedProxies};
+use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::mail::Mailer;
 use crate::store::{
-    AuditEntry, MailStatus, OutboxCounts, OutboxEntry, OutboxQuery, RequeueOutcome,
+    AuditEntry, DynStore, MailStatus, OutboxCounts, OutboxEntry, OutboxQuery, RequeueOutcome,
 };
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
-pub struct OutboxApi;
+pub struct OutboxApi {
+    pub store: DynStore,
+    pub clock: Clock,
+    /// Woken when a failed mail is queued again, so it goes out at once.
+    pub mailer: Arc<Mailer>,
+    pub proxies: TrustedProxies,
+}
 
 /// Where a mail is: `queued` (waiting or being retried), or one of the final
 /// states `sent`, `failed` (refused, or out of attempts) and `expired` (its link
@@ -134,7 +140,6 @@ impl OutboxApi {
     async fn list(
         &self,
         auth: BearerAuth,
-        state: Data<&Arc<AppState>>,
         /// Only mails in this state.
         status: Query<Option<OutboxStatus>>,
         /// Page size, 1 to 500 (default 50).
@@ -154,7 +159,7 @@ impl OutboxApi {
             ));
         }
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let entries = state
+        let entries = self
             .store
             .outbox_page(OutboxQuery {
                 status: status.0.map(Into::into),
@@ -165,7 +170,7 @@ impl OutboxApi {
         let next_cursor = (entries.len() == limit as usize)
             .then(|| entries.last().map(|e| e.id.clone()))
             .flatten();
-        let counts = state.store.outbox_counts().await?;
+        let counts = self.store.outbox_counts().await?;
         Ok(Json(OutboxPage {
             items: entries.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -179,7 +184,6 @@ impl OutboxApi {
     async fn retry(
         &self,
         auth: BearerAuth,
-        state: Data<&Arc<AppState>>,
         id: Path<String>,
         req: &Request,
     ) -> Result<Json<OutboxMailView>, ApiError> {
@@ -187,14 +191,14 @@ impl OutboxApi {
         let audit = AuditEntry::new("outbox.retry")
             .actor(admin.member.id.to_string())
             .target(id.0.clone())
-            .ip(client_ip(req, &state.settings.trusted_proxies).map(|ip| ip.to_string()));
-        match state
+            .ip(self.proxies.client_ip(req).map(|ip| ip.to_string()));
+        match self
             .store
-            .requeue_failed_mail(&id.0, audit, crate::clock::now())
+            .requeue_failed_mail(&id.0, audit, self.clock.now())
             .await?
         {
             RequeueOutcome::Requeued(entry) => {
-                state.mailer.wake_worker();
+                self.mailer.wake_worker();
                 Ok(Json(entry.into()))
             }
             RequeueOutcome::NotFound => Err(ApiError::NotFound("no such mail".into())),

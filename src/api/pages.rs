@@ -9,11 +9,21 @@ use poem::web::{Data, Form, Query};
 use poem::{Request, Response, handler};
 use serde::Deserialize;
 
-use super::client_ip;
-use crate::app::AppState;
-use crate::auth::{AuthError, TokenGrant};
+use super::TrustedProxies;
+use crate::auth::{AuthError, AuthService, TokenGrant};
 use crate::domain::OpaqueToken;
 use crate::error::ApiError;
+use crate::templates::Templates;
+
+/// What the pages use, put in the route's data as `Arc<SignInPages>`.
+pub struct SignInPages {
+    pub auth: Arc<AuthService>,
+    pub templates: Arc<Templates>,
+    pub org_name: String,
+    /// Where the confirm form posts to.
+    pub public_url: String,
+    pub proxies: TrustedProxies,
+}
 
 #[derive(Deserialize)]
 pub struct TokenParam {
@@ -24,17 +34,17 @@ pub struct TokenParam {
 #[handler]
 pub async fn confirm_page(
     Query(params): Query<TokenParam>,
-    state: Data<&Arc<AppState>>,
+    pages: Data<&Arc<SignInPages>>,
 ) -> Response {
     let Some(token) = params.token.as_deref().and_then(OpaqueToken::parse) else {
-        return invalid_link_page(&state);
+        return invalid_link_page(&pages);
     };
     let context = minijinja::context! {
-        org_name => state.settings.mail.org_name,
-        action => format!("{}/auth/confirm", state.public_url),
+        org_name => pages.org_name,
+        action => format!("{}/auth/confirm", pages.public_url),
         token => token.expose(),
     };
-    render(&state, StatusCode::OK, "pages/confirm.html", context)
+    render(&pages, StatusCode::OK, "pages/confirm.html", context)
 }
 
 /// Consumes the token: redirects to the link's `redirect_to` with the tokens in
@@ -42,31 +52,31 @@ pub async fn confirm_page(
 #[handler]
 pub async fn confirm(
     Form(params): Form<TokenParam>,
-    state: Data<&Arc<AppState>>,
+    pages: Data<&Arc<SignInPages>>,
     req: &Request,
 ) -> Response {
-    let ip = client_ip(req, &state.settings.trusted_proxies);
+    let ip = pages.proxies.client_ip(req);
     let token = params.token.unwrap_or_default();
-    match state.auth.redeem_token(&token, ip).await {
-        Ok(grant) => signed_in(&state, grant),
-        Err(AuthError::InvalidLink) => invalid_link_page(&state),
+    match pages.auth.sign_in().redeem_token(&token, ip).await {
+        Ok(grant) => signed_in(&pages, grant),
+        Err(AuthError::InvalidLink) => invalid_link_page(&pages),
         Err(other) => {
             let error = ApiError::from(other);
             let problem = error.to_problem();
             let context = minijinja::context! {
-                org_name => state.settings.mail.org_name,
+                org_name => pages.org_name,
                 title => problem.title,
                 message => problem.detail.unwrap_or_else(|| "Something went wrong on our side. Please try again.".into()),
             };
             if let ApiError::Internal(cause) = &error {
                 tracing::error!(%cause, "sign-in confirmation failed");
             }
-            render(&state, error.status(), "pages/error.html", context)
+            render(&pages, error.status(), "pages/error.html", context)
         }
     }
 }
 
-fn signed_in(state: &AppState, grant: TokenGrant) -> Response {
+fn signed_in(pages: &SignInPages, grant: TokenGrant) -> Response {
     if let Some(target) = &grant.redirect_to {
         let fragment = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("access_token", &grant.access_token)
@@ -79,32 +89,32 @@ fn signed_in(state: &AppState, grant: TokenGrant) -> Response {
             .finish();
     }
     let context = minijinja::context! {
-        org_name => state.settings.mail.org_name,
+        org_name => pages.org_name,
         email => grant.member.email.as_str(),
         roles => grant.member.roles.iter().map(ToString::to_string).collect::<Vec<_>>(),
         access_token => grant.access_token,
         refresh_token => grant.refresh_token.expose(),
         minutes => grant.expires_in / 60,
     };
-    render(state, StatusCode::OK, "pages/signed_in.html", context)
+    render(pages, StatusCode::OK, "pages/signed_in.html", context)
 }
 
-fn invalid_link_page(state: &AppState) -> Response {
+fn invalid_link_page(pages: &SignInPages) -> Response {
     let context = minijinja::context! {
-        org_name => state.settings.mail.org_name,
+        org_name => pages.org_name,
         title => "This link does not work",
         message => "It has expired, was already used, or is incomplete. Ask for a new sign-in link.",
     };
-    render(state, StatusCode::BAD_REQUEST, "pages/error.html", context)
+    render(pages, StatusCode::BAD_REQUEST, "pages/error.html", context)
 }
 
 fn render(
-    state: &AppState,
+    pages: &SignInPages,
     status: StatusCode,
     template: &str,
     context: minijinja::Value,
 ) -> Response {
-    match state.templates.render(template, context) {
+    match pages.templates.render(template, context) {
         Ok(html) => secure(Response::builder().status(status))
             .content_type("text/html; charset=utf-8")
             .body(html),

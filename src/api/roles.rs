@@ -1,18 +1,25 @@
 use std::sync::Arc;
 
 use poem::Request;
-use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::TrustedProxies;
 use super::members::actor;
 use super::{AdminAuth, ApiTags};
-use crate::app::AppState;
+use crate::admin::AdminService;
+use crate::clock::Clock;
 use crate::domain::Role;
 use crate::error::ApiError;
+use crate::store::DynStore;
 
-pub struct RolesApi;
+pub struct RolesApi {
+    pub admin: Arc<AdminService>,
+    pub store: DynStore,
+    pub clock: Clock,
+    pub proxies: TrustedProxies,
+}
 
 #[derive(Debug, Object)]
 pub struct RoleView {
@@ -48,12 +55,8 @@ enum RoleDeleted {
 impl RolesApi {
     /// Every role, built-in and custom, with how many members hold it.
     #[oai(path = "/v1/admin/roles", method = "get")]
-    async fn list(
-        &self,
-        _auth: AdminAuth,
-        state: Data<&Arc<AppState>>,
-    ) -> Result<Json<Vec<RoleView>>, ApiError> {
-        let roles = state.store.list_roles(crate::clock::now()).await?;
+    async fn list(&self, _auth: AdminAuth) -> Result<Json<Vec<RoleView>>, ApiError> {
+        let roles = self.store.list_roles(self.clock.now()).await?;
         Ok(Json(
             roles
                 .into_iter()
@@ -73,14 +76,12 @@ impl RolesApi {
         &self,
         auth: AdminAuth,
         body: Json<NewRole>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<RoleCreated, ApiError> {
         let role = Role::parse(&body.name)?;
         let description = body.description.trim();
-        state
-            .admin
-            .create_role(&actor(&auth, &state, req), &role, description)
+        self.admin
+            .create_role(&actor(&auth, &self.proxies, req), &role, description)
             .await?;
         Ok(RoleCreated::Created(Json(RoleView {
             name: role.to_string(),
@@ -98,13 +99,15 @@ impl RolesApi {
         auth: AdminAuth,
         name: Path<String>,
         force: Query<Option<bool>>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<RoleDeleted, ApiError> {
         let role = Role::parse(&name).map_err(|_| ApiError::NotFound("no such role".into()))?;
-        state
-            .admin
-            .delete_role(&actor(&auth, &state, req), &role, force.unwrap_or(false))
+        self.admin
+            .delete_role(
+                &actor(&auth, &self.proxies, req),
+                &role,
+                force.unwrap_or(false),
+            )
             .await?;
         Ok(RoleDeleted::NoContent)
     }

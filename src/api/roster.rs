@@ -1,9 +1,6 @@
 //! The allowlist as a roster: CSV imports, listing, removing, batches, export.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem::{Body, Request, RequestBody};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, ParsePayload, Payload};
@@ -12,18 +9,23 @@ use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi};
 use tokio_util::io::SyncIoBridge;
 
+use super::TrustedProxies;
 use super::eligible::{ImportReportView, batch_id};
 use super::members::actor;
 use super::paging::{self, CsvResponse};
 use super::views::timestamp;
 use super::{AdminAuth, ApiTags};
-use crate::app::AppState;
+use crate::clock::Clock;
 use crate::domain::Email;
 use crate::error::ApiError;
 use crate::import::{ImportContext, import_csv};
-use crate::store::{EligibleFilter, EligibleRow};
+use crate::store::{DynStore, EligibleFilter, EligibleRow};
 
-pub struct RosterApi;
+pub struct RosterApi {
+    pub store: DynStore,
+    pub clock: Clock,
+    pub proxies: TrustedProxies,
+}
 
 /// A CSV document as the request body (`text/csv`, also `application/csv` or `text/plain`).
 pub struct CsvBody(Body);
@@ -172,25 +174,25 @@ impl RosterApi {
         body: RosterBody,
         batch_id: Query<Option<String>>,
         dry_run: Query<Option<bool>>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<ImportReportView>, ApiError> {
-        let actor = actor(&auth, &state, req);
+        let actor = actor(&auth, &self.proxies, req);
         let context = ImportContext {
             batch_id: self::batch_id(batch_id.as_deref())?,
             source: "csv",
             actor: Some(actor.id),
             ip: actor.ip,
             dry_run: dry_run.unwrap_or(false),
+            now: self.clock.now(),
         };
         let report = match body {
             RosterBody::Csv(CsvBody(body)) => {
                 let reader = SyncIoBridge::new(body.into_async_read());
-                import_csv(&state.store, reader, context).await?
+                import_csv(&self.store, reader, context).await?
             }
             RosterBody::Multipart(upload) => {
                 let file = upload.file.into_file().into_std().await;
-                import_csv(&state.store, file, context).await?
+                import_csv(&self.store, file, context).await?
             }
         };
         Ok(Json(report.into()))
@@ -207,12 +209,11 @@ impl RosterApi {
         claimed: Query<Option<bool>>,
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
-        state: Data<&Arc<AppState>>,
     ) -> Result<Json<EligiblePage>, ApiError> {
         let mut filter = eligible_filter(batch_id.0, q.0, claimed.0);
         filter.limit = paging::limit(limit.0)?;
         filter.after = paging::decode_cursor(cursor.as_deref())?;
-        let rows = state.store.list_eligible(&filter).await?;
+        let rows = self.store.list_eligible(&filter).await?;
         Ok(Json(EligiblePage {
             next_cursor: paging::next_cursor(&rows, filter.limit, |r| r.email.as_str()),
             items: rows.into_iter().map(EligibleView::from).collect(),
@@ -227,10 +228,9 @@ impl RosterApi {
         batch_id: Query<Option<String>>,
         q: Query<Option<String>>,
         claimed: Query<Option<bool>>,
-        state: Data<&Arc<AppState>>,
     ) -> Result<CsvResponse, ApiError> {
         let base = eligible_filter(batch_id.0, q.0, claimed.0);
-        let store = state.store.clone();
+        let store = self.store.clone();
         let header = [
             "email",
             "roles",
@@ -272,15 +272,14 @@ impl RosterApi {
         &self,
         auth: AdminAuth,
         email: Path<String>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Removed, ApiError> {
         let email = Email::parse(&email)?;
-        let actor = actor(&auth, &state, req);
+        let actor = actor(&auth, &self.proxies, req);
         let audit = actor.audit("allowlist.removed").target(email.as_str());
-        if state
+        if self
             .store
-            .remove_eligible(&email, audit, crate::clock::now())
+            .remove_eligible(&email, audit, self.clock.now())
             .await?
         {
             Ok(Removed::NoContent)
@@ -298,11 +297,10 @@ impl RosterApi {
         _auth: AdminAuth,
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
-        state: Data<&Arc<AppState>>,
     ) -> Result<Json<BatchPage>, ApiError> {
         let limit = paging::limit(limit.0)?;
         let before = paging::decode_cursor(cursor.as_deref())?;
-        let rows = state.store.list_batches(before.as_deref(), limit).await?;
+        let rows = self.store.list_batches(before.as_deref(), limit).await?;
         Ok(Json(BatchPage {
             next_cursor: paging::next_cursor(&rows, limit, |b| b.id.as_str()),
             items: rows
@@ -331,14 +329,13 @@ impl RosterApi {
         &self,
         auth: AdminAuth,
         id: Path<String>,
-        state: Data<&Arc<AppState>>,
         req: &Request,
     ) -> Result<Json<Withdrawn>, ApiError> {
-        let actor = actor(&auth, &state, req);
+        let actor = actor(&auth, &self.proxies, req);
         let audit = actor.audit("batch.withdrawn").target(id.as_str());
-        let removed = state
+        let removed = self
             .store
-            .withdraw_batch(&id, audit, crate::clock::now())
+            .withdraw_batch(&id, audit, self.clock.now())
             .await?
             .ok_or_else(|| ApiError::NotFound("no such batch".into()))?;
         Ok(Json(Withdrawn { removed }))

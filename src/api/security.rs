@@ -12,9 +12,8 @@ use poem_openapi::auth::{ApiKey, Bearer};
 use poem_openapi::registry::Registry;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, SecurityScheme};
 
-use super::client_ip;
-use crate::app::AppState;
-use crate::auth::Principal;
+use super::TrustedProxies;
+use crate::auth::{AuthService, Principal};
 use crate::error::ApiError;
 
 /// An access token from `/v1/auth/verify`, `/v1/auth/refresh` or `/v1/auth/token`.
@@ -44,25 +43,29 @@ pub struct AuthorizationKeyAuth(pub Principal);
 )]
 pub struct HeaderKeyAuth(pub Principal);
 
-fn state(req: &Request) -> Result<&Arc<AppState>, ApiError> {
-    req.data::<Arc<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state missing".into()))
+/// What the checkers need from the route's data; a missing one is a wiring
+/// mistake, reported as a 500.
+fn data<T: Send + Sync + 'static>(req: &Request) -> Result<&T, ApiError> {
+    req.data::<T>().ok_or_else(|| {
+        ApiError::Internal(format!(
+            "{} missing from the route",
+            std::any::type_name::<T>()
+        ))
+    })
 }
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
-    Ok(state(req)?
-        .auth
+    Ok(data::<Arc<AuthService>>(req)?
         .authenticate(&bearer.token)
         .await
         .map_err(ApiError::from)?)
 }
 
 async fn check_key(req: &Request, key: &str) -> poem::Result<Principal> {
-    let state = state(req)?;
-    let ip = client_ip(req, &state.settings.trusted_proxies);
-    Ok(state
-        .auth
-        .authenticate_api_key(key, ip)
+    let ip = data::<TrustedProxies>(req)?.client_ip(req);
+    Ok(data::<Arc<AuthService>>(req)?
+        .api_keys()
+        .authenticate(key, ip)
         .await
         .map_err(ApiError::from)?)
 }

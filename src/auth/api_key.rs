@@ -12,16 +12,17 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use super::{AuthError, AuthService, Principal, now};
+use super::{AuthError, JwtKeys, Principal, RateLimiter};
+use crate::clock::Clock;
 use crate::domain::{ApiKey, Role, api_key_prefix};
-use crate::store::ApiKeyRecord;
+use crate::store::{ApiKeyRecord, DynStore};
 
 pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
 /// Verified keys remembered; the cache is emptied when full (cheap, and rare).
@@ -32,8 +33,18 @@ const TOUCH_EVERY_SECS: i64 = 60;
 /// them checks the key (not a sign-in session) on every request.
 pub(crate) const KEY_SESSION_PREFIX: &str = "key:";
 
+#[derive(Clone)]
+pub struct ApiKeys {
+    store: DynStore,
+    clock: Clock,
+    jwt: Arc<JwtKeys>,
+    limiter: RateLimiter,
+    verifier: Arc<Verifier>,
+}
+
 /// Verified keys, the bound on concurrent Argon2 work, and its working memory.
-pub struct ApiKeyVerifier {
+struct Verifier {
+    /// When each verified key's `last_used_at` was last written, by fingerprint.
     verified: Mutex<HashMap<[u8; 32], i64>>,
     permits: Semaphore,
     /// Argon2 working memory (19 MiB at the default cost), at most one per
@@ -43,13 +54,23 @@ pub struct ApiKeyVerifier {
     memory: Mutex<Vec<Vec<Block>>>,
 }
 
-impl Default for ApiKeyVerifier {
+impl Default for Verifier {
     fn default() -> Self {
         Self {
             verified: Mutex::new(HashMap::new()),
             permits: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
             memory: Mutex::new(Vec::new()),
         }
+    }
+}
+
+impl Verifier {
+    fn memory(&self) -> MutexGuard<'_, Vec<Vec<Block>>> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn verified(&self) -> MutexGuard<'_, HashMap<[u8; 32], i64>> {
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -100,43 +121,57 @@ pub async fn hash_api_key(key: &ApiKey) -> Result<String, AuthError> {
     .map_err(|e| AuthError::Signing(format!("argon2 task: {e}")))?
 }
 
-impl AuthService {
+impl ApiKeys {
+    pub fn new(store: DynStore, clock: Clock, jwt: Arc<JwtKeys>, limiter: RateLimiter) -> Self {
+        Self {
+            store,
+            clock,
+            jwt,
+            limiter,
+            verifier: Arc::default(),
+        }
+    }
+
     /// Authenticates `raw` (the whole `gh_…` key) for a request from `ip`.
-    pub async fn authenticate_api_key(
+    pub async fn authenticate(
         &self,
         raw: &str,
         ip: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
-        let now = now();
+        let now = self.clock.now();
         let Some(key) = ApiKey::parse(raw) else {
-            return self.fail_api_key(ip, now).await;
+            return self.fail(ip).await;
         };
         let fingerprint = key.fingerprint();
-        let cached = self.lock_verified().get(&fingerprint).copied();
+        let cached = self.verifier.verified().get(&fingerprint).copied();
         let Some(record) = self.store.api_key(key.id(), now).await? else {
-            return self.fail_api_key(ip, now).await;
+            return self.fail(ip).await;
         };
         let touched_at = match cached {
             Some(touched_at) => touched_at,
             None => {
-                self.refuse_blocked_ip(ip, now).await?;
+                if let Some(ip) = ip {
+                    self.limiter
+                        .refuse_if_exhausted(&failure_bucket(ip))
+                        .await?;
+                }
                 if !self
                     .verify_secret(&key, &fingerprint, &record.secret_hash)
                     .await?
                 {
-                    return self.fail_api_key(ip, now).await;
+                    return self.fail(ip).await;
                 }
                 0
             }
         };
         let Some(principal) = key_principal(record, now) else {
-            self.lock_verified().remove(&fingerprint);
-            return self.fail_api_key(ip, now).await;
+            self.verifier.verified().remove(&fingerprint);
+            return self.fail(ip).await;
         };
         if now - touched_at >= TOUCH_EVERY_SECS {
             self.store.touch_api_key(key.id(), now).await?;
         }
-        let mut verified = self.lock_verified();
+        let mut verified = self.verifier.verified();
         if verified.len() >= CACHE_CAPACITY {
             verified.clear();
         }
@@ -153,7 +188,7 @@ impl AuthService {
 
     /// The principal behind an access token that was issued for the key `id`.
     pub(crate) async fn key_session(&self, id: &str) -> Result<Principal, AuthError> {
-        let now = now();
+        let now = self.clock.now();
         self.store
             .api_key(id, now)
             .await?
@@ -162,15 +197,20 @@ impl AuthService {
     }
 
     /// A short-lived access token for a key's caller, limited to the key's roles.
-    pub fn exchange_api_key(&self, principal: &Principal) -> Result<String, AuthError> {
+    pub fn exchange(&self, principal: &Principal) -> Result<String, AuthError> {
         self.jwt
             .issue(
                 &principal.member,
                 &principal.member.roles,
                 &principal.session_id,
-                now(),
+                self.clock.now(),
             )
             .map_err(|e| AuthError::Signing(e.to_string()))
+    }
+
+    /// How long an exchanged access token lives, in seconds.
+    pub fn token_ttl_secs(&self) -> u64 {
+        self.jwt.ttl().as_secs()
     }
 
     async fn verify_secret(
@@ -180,73 +220,33 @@ impl AuthService {
         stored: &str,
     ) -> Result<bool, AuthError> {
         let _permit = self
-            .api_keys
+            .verifier
             .permits
             .acquire()
             .await
             .map_err(|e| AuthError::Signing(e.to_string()))?;
         // Many first requests with one new key arrive together: the first to get a
         // permit verifies it, the others find it verified here and skip Argon2.
-        if self.lock_verified().contains_key(fingerprint) {
+        if self.verifier.verified().contains_key(fingerprint) {
             return Ok(true);
         }
         let secret = key.secret().to_owned();
         let stored = stored.to_owned();
-        let mut memory = self.lock_memory().pop().unwrap_or_default();
+        let mut memory = self.verifier.memory().pop().unwrap_or_default();
         let (matched, memory) = tokio::task::spawn_blocking(move || {
             let matched = verify_in(secret.as_bytes(), &stored, &mut memory);
             (matched, memory)
         })
         .await
         .map_err(|e| AuthError::Signing(format!("argon2 task: {e}")))?;
-        self.lock_memory().push(memory);
+        self.verifier.memory().push(memory);
         Ok(matched)
     }
 
-    fn lock_memory(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
-        self.api_keys
-            .memory
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], i64>> {
-        self.api_keys
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Refuses before any Argon2 work when the IP has failed too often.
-    async fn refuse_blocked_ip(&self, ip: Option<IpAddr>, now: i64) -> Result<(), AuthError> {
-        let Some(ip) = ip else { return Ok(()) };
-        let limits = &self.settings.rate_limits;
-        let window = limits.window.as_secs() as i64;
-        let hits = self
-            .store
-            .rate_limit_hits(&failure_bucket(ip), window, now)
-            .await?;
-        if hits >= i64::from(limits.per_ip) {
-            return Err(AuthError::RateLimited {
-                retry_after_secs: window.max(1) as u64,
-            });
-        }
-        Ok(())
-    }
-
-    async fn fail_api_key<T>(&self, ip: Option<IpAddr>, now: i64) -> Result<T, AuthError> {
+    /// Counts a failed attempt against the client IP, then refuses the key.
+    async fn fail<T>(&self, ip: Option<IpAddr>) -> Result<T, AuthError> {
         if let Some(ip) = ip {
-            let limits = &self.settings.rate_limits;
-            let window = limits.window.as_secs() as i64;
-            let state = self
-                .store
-                .hit_rate_limit(&failure_bucket(ip), window, now)
-                .await?;
-            if state.count > i64::from(limits.per_ip) {
-                return Err(AuthError::RateLimited {
-                    retry_after_secs: (state.resets_at - now).max(1) as u64,
-                });
-            }
+            self.limiter.count_failure(&failure_bucket(ip)).await?;
         }
         Err(AuthError::InvalidCredential)
     }

@@ -1,7 +1,12 @@
 //! Access tokens: HS256 JWTs, verified with the algorithm pinned and a small leeway.
+//!
+//! Lifetimes (`exp`, `nbf`) are checked against the caller's clock rather than
+//! by `jsonwebtoken`, which reads the system time: a token is then judged by
+//! the same clock that stamped it, tests' moved clocks included.
 
 use std::time::Duration;
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +58,8 @@ impl JwtKeys {
     pub fn new(secret: &ServerSecret, issuer: &str, audience: &str, ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
+        validation.validate_nbf = false;
+        validation.validate_exp = false;
         validation.set_audience(&[audience]);
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "aud", "iss", "sub"]);
@@ -99,15 +104,23 @@ impl JwtKeys {
         jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(JwtError::Sign)
     }
 
-    /// Verifies signature, algorithm, issuer, audience, `exp` and `nbf`.
-    pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+    /// Verifies signature, algorithm, issuer, audience, and `exp` and `nbf` at `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(JwtError::Invalid)?;
         if header.kid.as_deref().is_some_and(|kid| kid != self.kid) {
             return Err(JwtError::UnknownKey);
         }
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(JwtError::Invalid)
+            .map_err(JwtError::Invalid)?;
+        let leeway = LEEWAY_SECS as i64;
+        if claims.exp < now - leeway {
+            return Err(JwtError::Invalid(ErrorKind::ExpiredSignature.into()));
+        }
+        if claims.nbf > now + leeway {
+            return Err(JwtError::Invalid(ErrorKind::ImmatureSignature.into()));
+        }
+        Ok(claims)
     }
 }
 
@@ -148,7 +161,7 @@ mod tests {
         let token = keys
             .issue(&member(), &[Role::admin(), Role::member()], "s1", now())
             .unwrap();
-        let claims = keys.verify(&token).unwrap();
+        let claims = keys.verify(&token, now()).unwrap();
         assert_eq!(claims.roles, ["admin", "member"]);
         assert_eq!(claims.sid, "s1");
         let header = jsonwebtoken::decode_header(&token).unwrap();
@@ -165,13 +178,13 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         assert!(
-            keys.verify(&format!("{none_header}.{}.", parts[1]))
+            keys.verify(&format!("{none_header}.{}.", parts[1]), now())
                 .is_err()
         );
         let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         let forged = URL_SAFE_NO_PAD.encode(payload.replace("\"member\"", "\"admin\""));
         assert!(
-            keys.verify(&format!("{}.{forged}.{}", parts[0], parts[2]))
+            keys.verify(&format!("{}.{forged}.{}", parts[0], parts[2]), now())
                 .is_err()
         );
     }
@@ -180,9 +193,12 @@ mod tests {
     fn refuses_expired_future_and_foreign_tokens() {
         let keys = keys();
         let expired = keys.issue(&member(), &[], "s", now() - 900 - 10).unwrap();
-        assert!(keys.verify(&expired).is_err(), "expired beyond leeway");
+        assert!(
+            keys.verify(&expired, now()).is_err(),
+            "expired beyond leeway"
+        );
         let future = keys.issue(&member(), &[], "s", now() + 60).unwrap();
-        assert!(keys.verify(&future).is_err(), "nbf in the future");
+        assert!(keys.verify(&future, now()).is_err(), "nbf in the future");
         let other_aud = JwtKeys::new(
             &ServerSecret::new(b"k".repeat(32)),
             "https://id.test",
@@ -190,8 +206,24 @@ mod tests {
             Duration::from_secs(900),
         );
         assert!(
-            keys.verify(&other_aud.issue(&member(), &[], "s", now()).unwrap())
+            keys.verify(&other_aud.issue(&member(), &[], "s", now()).unwrap(), now())
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn lifetimes_are_judged_by_the_callers_clock() {
+        let keys = keys();
+        let issued_at = 1_000_000;
+        let token = keys.issue(&member(), &[], "s", issued_at).unwrap();
+        assert!(keys.verify(&token, issued_at + 900).is_ok());
+        assert!(
+            keys.verify(&token, issued_at + 900 + 10).is_err(),
+            "expired"
+        );
+        assert!(
+            keys.verify(&token, issued_at - 10).is_err(),
+            "not yet valid"
         );
     }
 }

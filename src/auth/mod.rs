@@ -1,26 +1,31 @@
-//! Authentication: magic links and codes, sessions with rotating refresh tokens,
-//! access JWTs, and the rate limits in front of them.
+//! Authentication, one job per file: signing in by link or code
+//! (`sign_in.rs`), sessions and their rotating refresh tokens (`sessions.rs`),
+//! API keys (`api_key.rs`), and the rate limits in front of them
+//! (`rate_limit.rs`). [`AuthService`] only bundles the jobs, built from the
+//! same store, clock and keys, and tells a session's token from a key's.
 
 mod api_key;
 mod jwt;
 mod keys;
-mod magic_link;
 mod principal;
 mod rate_limit;
 mod redirect;
-mod session;
+mod sessions;
+mod sign_in;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api_key::{ApiKeyVerifier, MAX_CONCURRENT_VERIFICATIONS, hash_api_key};
+pub use api_key::{ApiKeys, MAX_CONCURRENT_VERIFICATIONS, hash_api_key};
 pub use jwt::{Claims, JwtError, JwtKeys};
 pub use keys::{ServerSecret, load_or_create_secret};
-pub use magic_link::LinkRequest;
 pub use principal::Principal;
+pub use rate_limit::RateLimiter;
 pub use redirect::RedirectTarget;
-pub use session::TokenGrant;
+pub use sessions::{Sessions, TokenGrant};
+pub use sign_in::{LinkRequest, SignIn};
 
+use crate::clock::Clock;
 use crate::config::{RateLimitSettings, Settings};
 use crate::mail::Mailer;
 use crate::store::{DynStore, StoreError};
@@ -71,41 +76,76 @@ impl AuthSettings {
     }
 }
 
-/// The sign-in service. Cheap to share: everything inside is behind an `Arc` or small.
+/// The auth jobs, built once from the pieces they share.
 pub struct AuthService {
-    store: DynStore,
-    jwt: JwtKeys,
-    mailer: Arc<Mailer>,
-    code_pepper: [u8; 32],
-    settings: AuthSettings,
-    api_keys: ApiKeyVerifier,
+    sign_in: SignIn,
+    sessions: Sessions,
+    api_keys: ApiKeys,
+    jwt: Arc<JwtKeys>,
 }
 
 impl AuthService {
     pub fn new(
         store: DynStore,
+        clock: Clock,
         jwt: JwtKeys,
         mailer: Arc<Mailer>,
         secret: &ServerSecret,
         settings: AuthSettings,
     ) -> Self {
-        Self {
+        let jwt = Arc::new(jwt);
+        let limiter = RateLimiter::new(store.clone(), clock.clone(), settings.rate_limits.clone());
+        let sessions = Sessions::new(
+            store.clone(),
+            clock.clone(),
+            jwt.clone(),
+            settings.refresh_ttl,
+        );
+        let api_keys = ApiKeys::new(store.clone(), clock.clone(), jwt.clone(), limiter.clone());
+        let sign_in = SignIn::new(
             store,
-            jwt,
+            clock,
             mailer,
-            code_pepper: secret.derive("sign-in code pepper"),
+            secret.derive("sign-in code pepper"),
+            sessions.clone(),
+            limiter,
             settings,
-            api_keys: ApiKeyVerifier::default(),
+        );
+        Self {
+            sign_in,
+            sessions,
+            api_keys,
+            jwt,
         }
+    }
+
+    pub fn sign_in(&self) -> &SignIn {
+        &self.sign_in
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.api_keys
     }
 
     pub fn jwt(&self) -> &JwtKeys {
         &self.jwt
     }
 
-    pub fn settings(&self) -> &AuthSettings {
-        &self.settings
+    /// The caller behind an access token: a sign-in session's member, or, for
+    /// a token exchanged for an API key, the key's member. Either must still be
+    /// live, so a logout or a revocation takes effect before the token expires.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self
+            .sessions
+            .verify(token)
+            .map_err(|_| AuthError::InvalidCredential)?;
+        match claims.sid.strip_prefix(api_key::KEY_SESSION_PREFIX) {
+            Some(key_id) => self.api_keys.key_session(key_id).await,
+            None => self.sessions.principal(claims).await,
+        }
     }
 }
-
-pub(crate) use crate::clock::now;

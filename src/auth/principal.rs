@@ -1,6 +1,6 @@
 //! Who is calling: the member behind a verified access token.
 
-use super::{AuthError, AuthService, now};
+use super::AuthError;
 use crate::domain::Member;
 
 /// An authenticated caller. The roles that count are the member's roles now, read
@@ -29,30 +29,5 @@ impl Principal {
         } else {
             Err(AuthError::MissingRole(role))
         }
-    }
-}
-
-impl AuthService {
-    /// Verifies an access token and checks that its session and member are still live.
-    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-        let claims = self
-            .jwt
-            .verify(token)
-            .map_err(|_| AuthError::InvalidCredential)?;
-        if let Some(key_id) = claims.sid.strip_prefix(super::api_key::KEY_SESSION_PREFIX) {
-            return self.key_session(key_id).await;
-        }
-        let member_id =
-            crate::domain::MemberId::parse(&claims.sub).ok_or(AuthError::InvalidCredential)?;
-        let member = self
-            .store
-            .session_member(&member_id, &claims.sid, now())
-            .await?
-            .ok_or(AuthError::InvalidCredential)?;
-        Ok(Principal {
-            member,
-            session_id: claims.sid,
-            api_key: None,
-        })
     }
 }

@@ -5,32 +5,51 @@
 
 use std::net::IpAddr;
 
-use super::{AuthError, AuthService, now};
+use super::AuthError;
+use crate::clock::Clock;
+use crate::config::RateLimitSettings;
 use crate::domain::Email;
+use crate::store::DynStore;
 
-impl AuthService {
+#[derive(Clone)]
+pub struct RateLimiter {
+    store: DynStore,
+    clock: Clock,
+    limits: RateLimitSettings,
+}
+
+impl RateLimiter {
+    pub fn new(store: DynStore, clock: Clock, limits: RateLimitSettings) -> Self {
+        Self {
+            store,
+            clock,
+            limits,
+        }
+    }
+
+    fn window_secs(&self) -> i64 {
+        self.limits.window.as_secs() as i64
+    }
+
     /// Counts a sign-in attempt against the client's IP (if known) and, if given,
     /// the address; refuses with the time until the tighter window resets.
-    pub(crate) async fn check_rate_limits(
-        &self,
-        ip: Option<IpAddr>,
-        email: Option<&Email>,
-    ) -> Result<(), AuthError> {
-        let limits = &self.settings.rate_limits;
+    pub async fn check(&self, ip: Option<IpAddr>, email: Option<&Email>) -> Result<(), AuthError> {
         let mut buckets: Vec<(String, u32)> = Vec::with_capacity(2);
         if let Some(ip) = ip {
-            buckets.push((format!("ip:{ip}"), limits.per_ip));
+            buckets.push((format!("ip:{ip}"), self.limits.per_ip));
         }
         if let Some(email) = email {
-            buckets.push((format!("email:{email}"), limits.per_email));
+            buckets.push((format!("email:{email}"), self.limits.per_email));
         }
         if buckets.is_empty() {
             return Ok(());
         }
-        let window = limits.window.as_secs() as i64;
-        let now = now();
+        let now = self.clock.now();
         let names: Vec<&str> = buckets.iter().map(|(name, _)| name.as_str()).collect();
-        let states = self.store.hit_rate_limits(&names, window, now).await?;
+        let states = self
+            .store
+            .hit_rate_limits(&names, self.window_secs(), now)
+            .await?;
         // Every bucket is counted even when one is already over its limit, as
         // before; the refusal names the latest reset among the exceeded windows,
         // since the request stays refused until all of them have reset.
@@ -46,5 +65,36 @@ impl AuthService {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Refuses, without counting, while `bucket` holds the per-IP limit of
+    /// failures: the caller then skips work that failures must not buy (Argon2).
+    pub async fn refuse_if_exhausted(&self, bucket: &str) -> Result<(), AuthError> {
+        let window = self.window_secs();
+        let hits = self
+            .store
+            .rate_limit_hits(bucket, window, self.clock.now())
+            .await?;
+        if hits >= i64::from(self.limits.per_ip) {
+            return Err(AuthError::RateLimited {
+                retry_after_secs: window.max(1) as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts one failure in `bucket`; refuses once it is over the per-IP limit.
+    pub async fn count_failure(&self, bucket: &str) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let state = self
+            .store
+            .hit_rate_limit(bucket, self.window_secs(), now)
+            .await?;
+        if state.count > i64::from(self.limits.per_ip) {
+            return Err(AuthError::RateLimited {
+                retry_after_secs: (state.resets_at - now).max(1) as u64,
+            });
+        }
+        Ok(())
     }
 }

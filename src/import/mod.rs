@@ -87,6 +87,8 @@ pub struct ImportContext {
     pub actor: Option<String>,
     pub ip: Option<String>,
     pub dry_run: bool,
+    /// When the upload happens (unix seconds), from the caller's clock.
+    pub now: i64,
 }
 
 /// Imports a CSV roster read from `reader` (on the blocking pool).
@@ -128,7 +130,7 @@ where
         source: context.source,
         added_by: context.actor.clone(),
         dry_run: context.dry_run,
-        now: crate::clock::now(),
+        now: context.now,
     };
     let writer = {
         let store = store.clone();

@@ -15,6 +15,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use super::{DeliveryError, Mailer, Transport};
+use crate::clock::Clock;
 use crate::config::MailSettings;
 use crate::metrics::Metrics;
 use crate::store::{DynStore, MailResult, OutboxMail, StoreError};
@@ -28,6 +29,8 @@ const LEASE_SECS: i64 = 120;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Mails claimed, and delivered concurrently, at once.
 pub(crate) const CONCURRENCY: usize = 8;
+/// How often an idle worker looks for mail that came due. New mail wakes it at
+/// once, and so does a moved clock (tests), so this only bounds how late a retry goes out.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// When to give up, and how long to wait between attempts.
@@ -70,6 +73,7 @@ impl RetryPolicy {
 
 pub struct OutboxWorker {
     store: DynStore,
+    clock: Clock,
     mailer: Arc<Mailer>,
     transport: Arc<dyn Transport>,
     policy: RetryPolicy,
@@ -79,6 +83,7 @@ pub struct OutboxWorker {
 impl OutboxWorker {
     pub fn new(
         store: DynStore,
+        clock: Clock,
         mailer: Arc<Mailer>,
         transport: Arc<dyn Transport>,
         policy: RetryPolicy,
@@ -86,6 +91,7 @@ impl OutboxWorker {
     ) -> Self {
         Self {
             store,
+            clock,
             mailer,
             transport,
             policy,
@@ -96,6 +102,7 @@ impl OutboxWorker {
     /// Runs until `shutdown` turns true; the batch in hand is finished first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let wake = self.mailer.wake_signal();
+        let mut clock_moves = self.clock.moves();
         tracing::info!(transport = self.transport.name(), "mail worker started");
         while !*shutdown.borrow() {
             let delivered = match self.deliver_due().await {
@@ -108,6 +115,7 @@ impl OutboxWorker {
             if delivered == 0 {
                 tokio::select! {
                     _ = wake.notified() => {}
+                    _ = clock_moves.changed() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                     _ = shutdown.changed() => {}
                 }
@@ -120,7 +128,7 @@ impl OutboxWorker {
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let due = self
             .store
-            .claim_due_mail(crate::clock::now(), LEASE_SECS, CONCURRENCY as i64)
+            .claim_due_mail(self.clock.now(), LEASE_SECS, CONCURRENCY as i64)
             .await?;
         let count = due.len();
         // Outcomes are recorded a chunk at a time, whichever deliveries have
@@ -150,12 +158,12 @@ impl OutboxWorker {
     /// Stores the outcomes and counts them. If the store cannot be reached, the
     /// lease runs out and the mails are attempted again: at least once, never lost.
     async fn record(&self, chunk: Vec<(OutboxMail, MailResult)>) -> Result<(), StoreError> {
-        let now = crate::clock::now();
+        let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(chunk.len());
         for (mail, result) in chunk {
             match &result {
                 MailResult::Sent => {
-                    let now_precise = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                    let now_precise = self.clock.now_millis() as f64 / 1000.0;
                     self.metrics.mail_sent(now_precise - mail.created_at as f64);
                 }
                 MailResult::Retry { .. } => self.metrics.mail_retried(),
@@ -168,7 +176,7 @@ impl OutboxWorker {
     }
 
     async fn attempt(&self, mail: &OutboxMail) -> MailResult {
-        let now = crate::clock::now();
+        let now = self.clock.now();
         if mail.expires_at.is_some_and(|expires| expires <= now) {
             tracing::info!(mail = %mail.id, "mail expired before delivery");
             return MailResult::Expired;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse::app::{AppState, Application};
+use gatehouse::clock::Clock;
 use gatehouse::config::Settings;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -62,6 +63,8 @@ pub struct TestApp {
     settings: BTreeMap<String, String>,
     pub client: reqwest::Client,
     pub state: Arc<AppState>,
+    /// The app's clock: tests move it instead of sleeping until something expires.
+    clock: Clock,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -137,12 +140,14 @@ impl TestApp {
         for (key, value) in overrides {
             raw.insert((*key).to_owned(), (*value).to_owned());
         }
-        Self::start(raw, dir).await
+        Self::start(raw, dir, Clock::system()).await
     }
 
-    async fn start(raw: BTreeMap<String, String>, dir: tempfile::TempDir) -> Self {
+    async fn start(raw: BTreeMap<String, String>, dir: tempfile::TempDir, clock: Clock) -> Self {
         let settings = Settings::from_map(&raw).expect("test settings");
-        let app = Application::build(settings).await.expect("app builds");
+        let app = Application::build_with_clock(settings, clock.clone())
+            .await
+            .expect("app builds");
         let addr = app.local_addr();
         let state = app.state();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -158,6 +163,7 @@ impl TestApp {
             settings: raw,
             client,
             state,
+            clock,
             dir,
             stop: Some(stop),
             server: Some(server),
@@ -175,8 +181,13 @@ impl TestApp {
         }
     }
 
+    /// The app's clock; `app.clock().advance(..)` moves time for the app at once.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Shuts down and starts again on the same database and data directory,
-    /// with some settings changed.
+    /// and the same clock, with some settings changed.
     pub async fn restart_with(mut self, overrides: &[(&str, &str)]) -> Self {
         self.shutdown().await;
         let mut raw = std::mem::take(&mut self.settings);
@@ -184,7 +195,7 @@ impl TestApp {
             raw.insert((*key).to_owned(), (*value).to_owned());
         }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        Self::start(raw, dir).await
+        Self::start(raw, dir, self.clock.clone()).await
     }
 
     /// A setting the app was started with, e.g. `database_url` to start a twin on it.
@@ -315,7 +326,7 @@ impl TestApp {
         self.state
             .auth
             .jwt()
-            .verify(access_token)
+            .verify(access_token, self.clock.now())
             .expect("valid access token")
     }
 }

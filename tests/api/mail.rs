@@ -105,9 +105,9 @@ async fn mail_waits_for_a_server_that_is_down_and_arrives_once_it_is_up(backend:
     assert!(failed_once.last_error.is_some());
 
     let inbox = Inbox::start_on(addr);
+    let sent = wait_for_status(&app, ADMIN, MailStatus::Sent).await;
     let messages = inbox.wait_for(1).await;
     assert!(messages[0].contains("To: admin@example.org"));
-    let sent = wait_for_status(&app, ADMIN, MailStatus::Sent).await;
     assert!(sent.attempts >= 2);
     assert_eq!(inbox.count(), 1, "delivered exactly once");
 }
@@ -117,8 +117,8 @@ async fn a_451_reply_is_retried_until_the_mail_is_delivered(backend: Backend) {
     inbox.inject(Fault::Reply(451));
     let app = smtp_app(backend, &format!("smtp://{addr}"), &[]).await;
     assert_eq!(app.request_link(ADMIN).await.status(), 202);
-    inbox.wait_for(1).await;
     let sent = wait_for_status(&app, ADMIN, MailStatus::Sent).await;
+    inbox.wait_for(1).await;
     assert_eq!(sent.attempts, 2);
     assert_eq!(inbox.count(), 1);
 }
@@ -176,8 +176,8 @@ async fn a_slow_server_times_out_and_the_mail_is_retried(backend: Backend) {
     )
     .await;
     assert_eq!(app.request_link(ADMIN).await.status(), 202);
-    inbox.wait_for(1).await;
     let sent = wait_for_status(&app, ADMIN, MailStatus::Sent).await;
+    inbox.wait_for(1).await;
     assert_eq!(sent.attempts, 2, "the stalled attempt counted as a failure");
     assert_eq!(inbox.count(), 1);
 }
@@ -188,6 +188,7 @@ async fn enqueue_while_stopped(app: &mut TestApp, email: &str) {
     app.shutdown().await;
     app.state
         .auth
+        .sign_in()
         .request_link(LinkRequest {
             email: Email::parse(email).unwrap(),
             redirect_to: None,
@@ -214,7 +215,7 @@ async fn a_link_mail_that_expired_while_queued_is_never_sent(backend: Backend) {
     let mut app = TestApp::spawn_with(backend, &[("link_ttl_secs", "1")]).await;
     enqueue_while_stopped(&mut app, ADMIN).await;
     // Let the link expire while no worker runs.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.clock().advance(Duration::from_secs(2));
     let app = app.restart_with(&[]).await;
     let expired = wait_for_status(&app, ADMIN, MailStatus::Expired).await;
     assert_eq!(expired.attempts, 0);

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use gatehouse::clock::Clock;
 use gatehouse::config::DatabaseUrl;
 use gatehouse::domain::{Email, OpaqueToken};
 use gatehouse::store::{AuditEntry, DynStore, NewMagicLink, NewMail};
@@ -124,9 +125,7 @@ async fn instances_starting_together_on_a_fresh_database_all_come_up() {
         let store = gatehouse::store::connect(&url, 2).await?;
         store.migrate().await?;
         line_up.wait().await;
-        store
-            .bootstrap_admins(&admins, gatehouse::clock::now())
-            .await
+        store.bootstrap_admins(&admins, Clock::system().now()).await
     }))
     .await;
     for result in started {
@@ -148,7 +147,7 @@ async fn concurrent_outbox_claims_never_take_one_mail_twice() {
     .await;
 
     const BACKLOG: usize = 90;
-    let now = gatehouse::clock::now();
+    let now = Clock::system().now();
     let mut operator = sqlx::PgConnection::connect(url.expose())
         .await
         .expect("operator connection");
@@ -192,7 +191,7 @@ async fn concurrent_outbox_claims_never_take_one_mail_twice() {
             let mut claimed = Vec::new();
             loop {
                 let batch = store
-                    .claim_due_mail(gatehouse::clock::now(), 120, 3)
+                    .claim_due_mail(Clock::system().now(), 120, 3)
                     .await
                     .expect("claim");
                 if batch.is_empty() {

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::backend_tests;
 use crate::helpers::{ADMIN, Backend, TestApp, assert_problem};
+use crate::mail_support::wait_for_outbox;
 
 async fn member_signs_in_by_clicking_the_emailed_link(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -178,13 +179,10 @@ async fn a_link_works_once(backend: Backend) {
 }
 
 async fn an_expired_link_is_refused(backend: Backend) {
-    // Times are whole seconds: with a 1 s TTL the worker had to send the mail
-    // before the clock's next tick, which a loaded machine (the full suite on
-    // two cores) sometimes missed, expiring the mail unsent. 3 s leaves it 2 s.
-    let app = TestApp::spawn_with(backend, &[("link_ttl_secs", "3")]).await;
+    let app = TestApp::spawn_with(backend, &[("link_ttl_secs", "60")]).await;
     app.request_link(ADMIN).await;
     let mail = app.next_mail_to(ADMIN).await;
-    tokio::time::sleep(Duration::from_millis(4100)).await;
+    app.clock().advance(Duration::from_secs(61));
     let response = app
         .post_json("/v1/auth/verify", json!({ "token": mail.token }))
         .await;
@@ -382,12 +380,13 @@ async fn mail_queued_at_shutdown_is_delivered_after_restart(backend: Backend) {
     .await;
     // Nothing listens on port 9: the mail stays queued, with a retry scheduled.
     assert_eq!(app.request_link(ADMIN).await.status(), 202);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_outbox(&app, ADMIN, |mail| mail.attempts >= 1).await;
     let mut app = app;
     app.shutdown().await;
     assert!(app.mail_files_to(ADMIN).is_empty());
-    // The same data, now with a transport that works: the queued mail goes out.
-    // Its retry comes due about two seconds after the failed attempt.
+    // The same data, now with a transport that works: the queued mail goes out
+    // once its retry comes due, at most 2.5 s (the first backoff) later.
+    app.clock().advance(Duration::from_secs(3));
     let mut restarted = app.restart_with(&[("mail_transport", "file")]).await;
     let mail = restarted.next_mail_to(ADMIN).await;
     let response = restarted

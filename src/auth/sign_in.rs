@@ -1,12 +1,16 @@
-//! Requesting a sign-in link, and redeeming it (or its code) for a session.
+//! Signing in: requesting a link (and code) by mail, and redeeming either for
+//! a session.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{AuthError, AuthService, RedirectTarget, TokenGrant, now};
+use super::{AuthError, AuthSettings, RateLimiter, RedirectTarget, Sessions, TokenGrant};
+use crate::clock::Clock;
 use crate::domain::{Email, OpaqueToken, SignInCode, TokenHash};
-use crate::store::{AuditEntry, NewMagicLink, NewRefreshToken, NewSession};
+use crate::mail::Mailer;
+use crate::store::{AuditEntry, DynStore, NewMagicLink};
 
 /// Guesses allowed per mailed code before it stops working.
 pub const MAX_CODE_ATTEMPTS: i64 = 5;
@@ -18,7 +22,39 @@ pub struct LinkRequest<'a> {
     pub ip: Option<IpAddr>,
 }
 
-impl AuthService {
+pub struct SignIn {
+    store: DynStore,
+    clock: Clock,
+    mailer: Arc<Mailer>,
+    /// Mixed into each code's hash, so a leaked table of code hashes cannot be
+    /// reversed by trying the million codes.
+    code_pepper: [u8; 32],
+    sessions: Sessions,
+    limiter: RateLimiter,
+    settings: AuthSettings,
+}
+
+impl SignIn {
+    pub fn new(
+        store: DynStore,
+        clock: Clock,
+        mailer: Arc<Mailer>,
+        code_pepper: [u8; 32],
+        sessions: Sessions,
+        limiter: RateLimiter,
+        settings: AuthSettings,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            mailer,
+            code_pepper,
+            sessions,
+            limiter,
+            settings,
+        }
+    }
+
     /// Mails a sign-in link and code if `email` may sign in. Succeeds the same way
     /// whether or not it may, so the answer reveals nothing about the allowlist.
     pub async fn request_link(&self, request: LinkRequest<'_>) -> Result<(), AuthError> {
@@ -29,10 +65,9 @@ impl AuthService {
                     .ok_or(AuthError::RedirectNotAllowed)
             })
             .transpose()?;
-        self.check_rate_limits(request.ip, Some(&request.email))
-            .await?;
+        self.limiter.check(request.ip, Some(&request.email)).await?;
 
-        let now = now();
+        let now = self.clock.now();
         let ip = request.ip.map(|ip| ip.to_string());
         let audit = AuditEntry::new("auth.link_requested")
             .target(request.email.as_str())
@@ -83,7 +118,7 @@ impl AuthService {
         ip: Option<IpAddr>,
     ) -> Result<TokenGrant, AuthError> {
         match OpaqueToken::parse(token) {
-            Some(token) => self.sign_in(&token.hash(), ip, "link").await,
+            Some(token) => self.redeem(&token.hash(), ip, "link").await,
             None => self.fail_verify(ip, "link", None).await,
         }
     }
@@ -96,44 +131,50 @@ impl AuthService {
         code: &str,
         ip: Option<IpAddr>,
     ) -> Result<TokenGrant, AuthError> {
-        self.check_rate_limits(ip, None).await?;
+        self.limiter.check(ip, None).await?;
         let Some(code) = SignInCode::parse(code) else {
             return self.fail_verify(ip, "code", Some(email)).await;
         };
         let live = self
             .store
-            .spend_code_attempt(email, now(), MAX_CODE_ATTEMPTS)
+            .spend_code_attempt(email, self.clock.now(), MAX_CODE_ATTEMPTS)
             .await?;
         let matching = live
             .iter()
             .find(|(link, stored)| code.hash(&self.code_pepper, link).ct_eq(stored));
         match matching {
-            Some((link, _)) => self.sign_in(link, ip, "code").await,
+            Some((link, _)) => self.redeem(link, ip, "code").await,
             None => self.fail_verify(ip, "code", Some(email)).await,
         }
     }
 
-    async fn sign_in(
+    /// Whether `email` may sign in, for front ends that say so before mailing.
+    /// Counted against the client's IP limit, as it reveals the allowlist.
+    pub async fn check_eligibility(
+        &self,
+        email: &Email,
+        ip: Option<IpAddr>,
+    ) -> Result<bool, AuthError> {
+        self.limiter.check(ip, None).await?;
+        Ok(self.store.is_eligible(email).await?)
+    }
+
+    /// Consumes the link and opens a session in one store call, so two
+    /// concurrent clicks give one session.
+    async fn redeem(
         &self,
         link: &TokenHash,
         ip: Option<IpAddr>,
         method: &'static str,
     ) -> Result<TokenGrant, AuthError> {
-        let now = now();
-        let refresh = OpaqueToken::generate();
-        let session = NewSession {
-            id: uuid::Uuid::new_v4().to_string(),
-            refresh: NewRefreshToken {
-                id: uuid::Uuid::new_v4().to_string(),
-                token_hash: refresh.hash(),
-                expires_at: now + self.settings.refresh_ttl.as_secs() as i64,
-            },
-            ip: ip.map(|ip| ip.to_string()),
-        };
+        let now = self.clock.now();
+        let (session, refresh) = self.sessions.prepare(ip, now);
         let Some(signed_in) = self.store.redeem_magic_link(link, session, now).await? else {
             return self.fail_verify(ip, method, None).await;
         };
-        let mut grant = self.grant(signed_in.member, &signed_in.session_id, refresh, now)?;
+        let mut grant =
+            self.sessions
+                .grant(signed_in.member, &signed_in.session_id, refresh, now)?;
         // Re-checked at use: an origin removed from the settings since the link was sent no longer counts.
         grant.redirect_to = signed_in
             .redirect_to
@@ -153,20 +194,7 @@ impl AuthService {
         if let Some(email) = email {
             audit = audit.target(email.as_str());
         }
-        self.store.record_audit(audit, now()).await?;
+        self.store.record_audit(audit, self.clock.now()).await?;
         Err(AuthError::InvalidLink)
-    }
-}
-
-impl AuthService {
-    /// Whether `email` may sign in, for front ends that say so before mailing.
-    /// Counted against the client's IP limit, as it reveals the allowlist.
-    pub async fn check_eligibility(
-        &self,
-        email: &Email,
-        ip: Option<IpAddr>,
-    ) -> Result<bool, AuthError> {
-        self.check_rate_limits(ip, None).await?;
-        Ok(self.store.is_eligible(email).await?)
     }
 }
