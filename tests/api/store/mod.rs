@@ -17,7 +17,7 @@ use gatehouse::domain::{Conflict, Email, Member, MemberId, Role, TokenHash};
 use gatehouse::store::{
     AuditEntry, AuditFilter, AuditRow, DynStore, EligibleEntry, ImportChunk, ImportTotals,
     NewMagicLink, NewMail, NewRefreshToken, NewSession, PostgresStore, RoleGrant, RosterImport,
-    SqliteStore, StoreError, UpsertCounts,
+    SqliteStore, Store, StoreError, UpsertCounts,
 };
 
 /// Generates one `#[tokio::test]` per [`StoreUnderTest`] for each named
@@ -46,6 +46,7 @@ mod audit;
 mod bootstrap;
 mod grants;
 mod health;
+mod hooks;
 mod members;
 mod outbox;
 mod purge;
@@ -86,15 +87,7 @@ const POOL: u32 = 4;
 /// A fresh, migrated, empty database behind the store `kind`. Every store is
 /// built here and nowhere else.
 pub async fn open(kind: StoreUnderTest) -> (Guard, DynStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = if kind.is_postgres() {
-        crate::pg::fresh_database_url().await
-    } else {
-        format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("store.db").display()
-        )
-    };
+    let (guard, url) = fresh_database(kind.is_postgres()).await;
     let store: DynStore = match kind {
         StoreUnderTest::Sqlite => {
             Arc::new(SqliteStore::connect(&url, POOL).await.expect("open SQLite"))
@@ -114,7 +107,40 @@ pub async fn open(kind: StoreUnderTest) -> (Guard, DynStore) {
     if kind == StoreUnderTest::CachedPostgres {
         wait_until_caching(&url, &store).await;
     }
-    (Guard { _dir: dir }, store)
+    (guard, store)
+}
+
+/// A fresh, migrated SQLite store as its concrete type, for tests of the
+/// backend's own hooks.
+pub async fn open_sqlite() -> (Guard, Arc<SqliteStore>) {
+    let (guard, url) = fresh_database(false).await;
+    let store = SqliteStore::connect(&url, POOL).await.expect("open SQLite");
+    store.migrate().await.expect("migrate");
+    (guard, Arc::new(store))
+}
+
+/// [`open_sqlite`] for Postgres.
+pub async fn open_postgres() -> (Guard, Arc<PostgresStore>) {
+    let (guard, url) = fresh_database(true).await;
+    let store = PostgresStore::connect(&url, POOL)
+        .await
+        .expect("open Postgres");
+    store.migrate().await.expect("migrate");
+    (guard, Arc::new(store))
+}
+
+/// A new, empty database and its URL.
+async fn fresh_database(postgres: bool) -> (Guard, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = if postgres {
+        crate::pg::fresh_database_url().await
+    } else {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("store.db").display()
+        )
+    };
+    (Guard { _dir: dir }, url)
 }
 
 /// On Postgres the cache serves nothing until its change listener has
