@@ -93,8 +93,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
         import: &RosterImport,
     ) -> impl Future<Output = StoreResult<UpsertCounts>> + Send;
 
-    /// Counts one hit in the fixed window of each of `buckets` and returns each
-    /// window's state, in the order given (a bucket named twice counts once).
+    /// Counts one hit in the fixed window of each of `buckets` (distinct) and
+    /// returns each window's state, in the order given.
     fn hit_rate_limits(
         &self,
         buckets: &[&str],

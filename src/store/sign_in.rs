@@ -23,7 +23,7 @@ const ELIGIBLE: &str = "eligible";
 #[async_trait::async_trait]
 pub trait SignInStore {
     /// Counts one hit in the fixed window of each of `buckets` and returns each
-    /// window's state, in the order given.
+    /// window's state, in the order given; a bucket named twice counts once.
     async fn hit_rate_limits(
         &self,
         buckets: &[&str],
@@ -100,9 +100,25 @@ impl<B: Backend> SignInStore for SqlStore<B> {
         window_secs: i64,
         now: i64,
     ) -> StoreResult<Vec<RateWindow>> {
-        self.backend
-            .hit_rate_limits(buckets, window_secs, now)
-            .await
+        // A bucket named twice counts once: one request is one hit (and
+        // Postgres refuses to update one row twice in a statement).
+        let mut distinct: Vec<&str> = buckets.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let windows = self
+            .backend
+            .hit_rate_limits(&distinct, window_secs, now)
+            .await?;
+        buckets
+            .iter()
+            .map(|bucket| {
+                distinct
+                    .iter()
+                    .position(|d| d == bucket)
+                    .and_then(|i| windows.get(i).copied())
+                    .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket}")))
+            })
+            .collect()
     }
 
     async fn is_eligible(&self, email: &Email) -> StoreResult<bool> {

@@ -240,9 +240,7 @@ impl Backend for Postgres {
         Ok(counts)
     }
 
-    /// One multi-row upsert for all of a request's buckets, on the counters
-    /// pool. A bucket named twice is counted once (Postgres refuses to update
-    /// one row twice in a statement).
+    /// One multi-row upsert for all of a request's buckets, on the counters pool.
     async fn hit_rate_limits(
         &self,
         buckets: &[&str],
@@ -252,10 +250,7 @@ impl Backend for Postgres {
         if buckets.is_empty() {
             return Ok(Vec::new());
         }
-        let mut distinct: Vec<&str> = buckets.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let values: Vec<String> = (0..distinct.len())
+        let values: Vec<String> = (0..buckets.len())
             .map(|i| format!("(${}, $1, 1)", i + 3))
             .collect();
         let sql = format!(
@@ -266,7 +261,7 @@ impl Backend for Postgres {
              RETURNING bucket, window_start, hits",
             values.join(", ")
         );
-        let query = distinct.iter().fold(
+        let query = buckets.iter().fold(
             sqlx::query_as::<_, (String, i64, i64)>(&sql)
                 .bind(now)
                 .bind(now - window_secs),

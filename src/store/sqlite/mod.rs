@@ -210,17 +210,14 @@ impl Backend for Sqlite {
         Ok(counts)
     }
 
-    /// Each bucket once, in the writer's next group commit.
+    /// One job per bucket, in the writer's next group commit.
     async fn hit_rate_limits(
         &self,
         buckets: &[&str],
         window_secs: i64,
         now: i64,
     ) -> StoreResult<Vec<RateWindow>> {
-        let mut distinct: Vec<&str> = buckets.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let windows = futures_util::future::try_join_all(distinct.iter().map(|bucket| {
+        futures_util::future::try_join_all(buckets.iter().map(|bucket| {
             let hit = Hit {
                 bucket: (*bucket).to_owned(),
                 window_secs,
@@ -228,17 +225,7 @@ impl Backend for Sqlite {
             };
             self.writer.submit(|reply| Job::Hit(hit, reply))
         }))
-        .await?;
-        buckets
-            .iter()
-            .map(|bucket| {
-                distinct
-                    .iter()
-                    .position(|d| d == bucket)
-                    .map(|i| windows[i])
-                    .ok_or_else(|| StoreError::Corrupt(format!("rate limit bucket {bucket}")))
-            })
-            .collect()
+        .await
     }
 
     /// In the writer's next group commit, eligibility checked inside it.
