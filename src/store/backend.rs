@@ -44,12 +44,15 @@ pub struct Redeemed {
     pub created: bool,
 }
 
-/// A link request's audit row, as written when the address may sign in and
-/// when it may not (both are prepared, so that both answers cost the same).
+/// A link request's audit row. Its details depend on whether the address may
+/// sign in, which the backend learns in the same step that writes the row, so
+/// both versions come prepared (and both answers cost the same).
 #[derive(Debug, Clone)]
 pub struct LinkAudit {
-    pub eligible: AuditEntry,
-    pub ineligible: AuditEntry,
+    /// The row, with the details for an address that may sign in.
+    pub entry: AuditEntry,
+    /// The details instead, for an address that may not.
+    pub refused_details: serde_json::Value,
 }
 
 pub trait Backend: Send + Sync + Sized + 'static {
@@ -104,7 +107,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// In one atomic step: if `link.email` may sign in ([`schema::eligible`]),
     /// stores the link and the mail that carries it and writes
-    /// `audit.eligible`; otherwise writes only `audit.ineligible`. True when
+    /// `audit.entry`; otherwise writes only the entry with `audit.refused_details`. True when
     /// the link was stored.
     fn request_link(
         &self,

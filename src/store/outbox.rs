@@ -130,25 +130,19 @@ impl<B: Backend> OutboxStore for SqlStore<B> {
     }
 
     async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
-        let statements = finish_statements(outcomes, now);
-        match statements.as_slice() {
-            [] => Ok(()),
-            [single] => {
-                single
-                    .clone()
-                    .execute(&mut *self.backend.write().await?)
-                    .await?;
-                Ok(())
+        let mut statements = finish_statements(outcomes, now);
+        if statements.len() <= 1 {
+            if let Some(single) = statements.pop() {
+                single.execute(&mut *self.backend.write().await?).await?;
             }
-            // Several statements share a transaction: one commit, one writer turn.
-            _ => {
-                let mut tx = self.backend.begin().await?;
-                for statement in statements {
-                    statement.execute(&mut *tx).await?;
-                }
-                B::commit(tx).await
-            }
+            return Ok(());
         }
+        // Several statements share a transaction: one commit, one writer turn.
+        let mut tx = self.backend.begin().await?;
+        for statement in statements {
+            statement.execute(&mut *tx).await?;
+        }
+        B::commit(tx).await
     }
 
     async fn outbox_page(&self, page: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {

@@ -136,8 +136,8 @@ impl<B: Backend> SignInStore for SqlStore<B> {
         audit: AuditEntry,
     ) -> StoreResult<bool> {
         let audit = LinkAudit {
-            eligible: audit.clone().with_detail(ELIGIBLE, true),
-            ineligible: audit.with_detail(ELIGIBLE, false),
+            refused_details: audit.clone().with_detail(ELIGIBLE, false).details,
+            entry: audit.with_detail(ELIGIBLE, true),
         };
         self.backend.request_link(link, mail, audit).await
     }

@@ -310,8 +310,8 @@ impl Backend for Postgres {
             )
         });
         let LinkAudit {
-            eligible,
-            ineligible,
+            entry,
+            refused_details,
         } = audit;
         let (yes,): (bool,) = sqlx::query_as(&STATEMENT)
             .bind(link.token_hash.as_str())
@@ -329,12 +329,12 @@ impl Backend for Postgres {
             .bind(mail.created_at)
             .bind(mail.expires_at)
             .bind(uuid::Uuid::now_v7().to_string())
-            .bind(eligible.actor.as_deref())
-            .bind(eligible.action)
-            .bind(eligible.target.as_deref())
-            .bind(eligible.details.to_string())
-            .bind(eligible.ip.as_deref())
-            .bind(ineligible.details.to_string())
+            .bind(entry.actor.as_deref())
+            .bind(entry.action)
+            .bind(entry.target.as_deref())
+            .bind(entry.details.to_string())
+            .bind(entry.ip.as_deref())
+            .bind(refused_details.to_string())
             .fetch_one(&self.pool)
             .await?;
         Ok(yes)

@@ -83,19 +83,19 @@ impl Grouped for LinkRequest {
         }
         for LinkRequest { link, audit, .. } in batch {
             let LinkAudit {
-                eligible,
-                ineligible,
+                entry,
+                refused_details,
             } = audit;
             script = script
                 .bind(link.token_hash.as_str())
                 .bind(uuid::Uuid::now_v7().to_string())
                 .bind(link.created_at)
-                .bind(eligible.actor.as_deref())
-                .bind(eligible.action)
-                .bind(eligible.target.as_deref())
-                .bind(eligible.details.to_string())
-                .bind(ineligible.details.to_string())
-                .bind(eligible.ip.as_deref());
+                .bind(entry.actor.as_deref())
+                .bind(entry.action)
+                .bind(entry.target.as_deref())
+                .bind(entry.details.to_string())
+                .bind(refused_details.to_string())
+                .bind(entry.ip.as_deref());
         }
         script
     }
