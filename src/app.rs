@@ -23,6 +23,7 @@ use crate::mail::{Mailer, Sealer, transport_from_settings};
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
 use crate::templates::Templates;
+use crate::web::{Console, ConsoleSettings};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -61,6 +62,7 @@ pub struct AppState {
     pub mailer: Arc<Mailer>,
     pub templates: Arc<Templates>,
     pub metrics: Arc<Metrics>,
+    pub console: Arc<Console>,
 }
 
 pub struct Application {
@@ -158,16 +160,39 @@ impl Application {
             metrics.clone(),
         );
 
+        let admin = Arc::new(AdminService::new(
+            store.clone(),
+            clock.clone(),
+            mailer.wake_signal(),
+        ));
+        let auth = Arc::new(auth);
+        let console = Arc::new(Console::new(
+            admin.clone(),
+            auth.clone(),
+            store.clone(),
+            clock.clone(),
+            templates.clone(),
+            &secret,
+            TrustedProxies::new(&settings.trusted_proxies),
+            ConsoleSettings {
+                org_name: settings.mail.org_name.clone(),
+                public_url: public_url.clone(),
+                idle: settings.console_idle,
+                max_form_bytes: settings.max_body_bytes,
+                max_upload_bytes: settings.max_import_bytes,
+            },
+        ));
         let state = Arc::new(AppState {
             settings,
             public_url,
-            admin: Arc::new(AdminService::new(store.clone(), clock.clone())),
+            admin,
             clock,
             store,
-            auth: Arc::new(auth),
+            auth,
             mailer,
             templates,
             metrics,
+            console,
         });
         Ok(Self {
             acceptor,
@@ -242,6 +267,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         org_name: state.settings.mail.org_name.clone(),
         public_url: state.public_url.clone(),
         proxies: proxies.clone(),
+        console: state.console.clone(),
     });
     let metrics = MetricsSources {
         metrics: state.metrics.clone(),
@@ -260,6 +286,11 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             get(crate::api::pages::confirm_page).post(
                 crate::api::pages::confirm.around(move |ep, req| limit_body(ep, req, limits)),
             ),
+        )
+        .nest(
+            crate::web::CONSOLE_PATH,
+            crate::web::routes(state.console.clone())
+                .around(move |ep, req| limit_body(ep, req, limits)),
         )
         .at("/metrics", get(crate::api::metrics::metrics))
         .at("/openapi.json", spec)

@@ -283,6 +283,10 @@ impl MemberStore for CachedStore {
         self.inner.list_members(filter, now).await
     }
 
+    async fn member_grants(&self, id: &MemberId, now: i64) -> StoreResult<Vec<RoleGrant>> {
+        self.inner.member_grants(id, now).await
+    }
+
     async fn set_member_status(
         &self,
         id: &MemberId,
@@ -522,5 +526,24 @@ impl OutboxStore for CachedStore {
         now: i64,
     ) -> StoreResult<RequeueOutcome> {
         self.inner.requeue_failed_mail(id, audit, now).await
+    }
+}
+
+#[async_trait]
+impl ConsoleStore for CachedStore {
+    async fn overview(&self, now: i64) -> StoreResult<Overview> {
+        self.inner.overview(now).await
+    }
+
+    async fn stage_upload(&self, upload: &StagedUpload) -> StoreResult<()> {
+        self.inner.stage_upload(upload).await
+    }
+
+    async fn staged_upload(&self, id: &str) -> StoreResult<Option<StagedUpload>> {
+        self.inner.staged_upload(id).await
+    }
+
+    async fn discard_upload(&self, id: &str) -> StoreResult<bool> {
+        self.inner.discard_upload(id).await
     }
 }
