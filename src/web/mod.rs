@@ -154,18 +154,18 @@ impl Console {
         self.cookie(SESSION_COOKIE, "", 0)
     }
 
-    /// Whether a state-changing request comes from a page of this site: a
-    /// browser says so in `Sec-Fetch-Site` and `Origin`; a request with neither
-    /// (not a browser) still needs the CSRF token.
+    /// Whether a state-changing request comes from a page of this site. A
+    /// browser's `Sec-Fetch-Site` decides when it is sent (every current
+    /// browser does): under `Referrer-Policy: no-referrer` such a browser sends
+    /// `Origin: null` even for its own forms. Without it, `Origin` must be ours
+    /// or absent. A request with neither header (not a browser) still needs
+    /// the CSRF token.
     fn from_this_site(&self, req: &Request) -> bool {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        if let Some(site) = header("sec-fetch-site")
-            && site != "same-origin"
-            && site != "none"
-        {
-            return false;
+        match header("sec-fetch-site") {
+            Some(site) => site == "same-origin" || site == "none",
+            None => header("origin").is_none_or(|origin| origin == self.origin),
         }
-        header("origin").is_none_or(|origin| origin == self.origin)
     }
 }
 
