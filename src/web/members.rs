@@ -210,16 +210,6 @@ fn member_path(id: &str) -> String {
     format!("/admin/members/{id}")
 }
 
-/// The member id in the path, or the answer for a bad one.
-fn parse_id(
-    console: &Console,
-    req: &Request,
-    session: &AdminSession,
-    id: &str,
-) -> Result<MemberId, Response> {
-    MemberId::parse(id).ok_or_else(|| not_found(console, req, session))
-}
-
 /// Grants a role, optionally until the end of a date.
 #[handler]
 pub async fn grant_role(
@@ -229,9 +219,8 @@ pub async fn grant_role(
     session: Data<&AdminSession>,
     form: Data<&FormFields>,
 ) -> Response {
-    let member = match parse_id(&console, req, &session, &id) {
-        Ok(member) => member,
-        Err(response) => return response,
+    let Some(member) = MemberId::parse(&id) else {
+        return not_found(&console, req, &session);
     };
     let mut errors = FieldErrors::new();
     let role = match form.get("role").map(Role::parse) {
@@ -296,9 +285,8 @@ pub async fn revoke_role(
     console: Data<&Arc<Console>>,
     session: Data<&AdminSession>,
 ) -> Response {
-    let member = match parse_id(&console, req, &session, &id) {
-        Ok(member) => member,
-        Err(response) => return response,
+    let Some(member) = MemberId::parse(&id) else {
+        return not_found(&console, req, &session);
     };
     let role = match Role::parse(&role) {
         Ok(role) => role,
@@ -333,9 +321,8 @@ pub async fn set_status(
     session: Data<&AdminSession>,
     form: Data<&FormFields>,
 ) -> Response {
-    let member = match parse_id(&console, req, &session, &id) {
-        Ok(member) => member,
-        Err(response) => return response,
+    let Some(member) = MemberId::parse(&id) else {
+        return not_found(&console, req, &session);
     };
     let (status, done) = match form.get("status") {
         Some("active") => (MemberStatus::Active, "Reactivated: they can sign in again."),
@@ -364,9 +351,8 @@ pub async fn delete(
     session: Data<&AdminSession>,
     form: Data<&FormFields>,
 ) -> Response {
-    let member_id = match parse_id(&console, req, &session, &id) {
-        Ok(member) => member,
-        Err(response) => return response,
+    let Some(member_id) = MemberId::parse(&id) else {
+        return not_found(&console, req, &session);
     };
     let member = match console
         .store
@@ -415,9 +401,8 @@ pub async fn revoke_sessions(
     console: Data<&Arc<Console>>,
     session: Data<&AdminSession>,
 ) -> Response {
-    let member = match parse_id(&console, req, &session, &id) {
-        Ok(member) => member,
-        Err(response) => return response,
+    let Some(member) = MemberId::parse(&id) else {
+        return not_found(&console, req, &session);
     };
     match console
         .admin

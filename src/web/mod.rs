@@ -160,7 +160,7 @@ impl Console {
     /// `Origin: null` even for its own forms. Without it, `Origin` must be ours
     /// or absent. A request with neither header (not a browser) still needs
     /// the CSRF token.
-    fn from_this_site(&self, req: &Request) -> bool {
+    fn came_from_console(&self, req: &Request) -> bool {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         match header("sec-fetch-site") {
             Some(site) => site == "same-origin" || site == "none",
@@ -227,7 +227,7 @@ async fn guard<E: Endpoint>(
     console: Arc<Console>,
 ) -> poem::Result<Response> {
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD);
-    if changes_state && !console.from_this_site(&req) {
+    if changes_state && !console.came_from_console(&req) {
         return Ok(page::refusal(&console, &req, page::Refusal::CrossSite));
     }
     let cookie = req

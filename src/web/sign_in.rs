@@ -40,7 +40,7 @@ pub async fn request_link(
     body: poem::Body,
     console: Data<&Arc<Console>>,
 ) -> Response {
-    if !console.from_this_site(req) {
+    if !console.came_from_console(req) {
         return page::refusal(&console, req, page::Refusal::CrossSite);
     }
     let Ok(body) = body.into_bytes_limit(console.max_form_bytes).await else {

@@ -339,7 +339,163 @@ async fn an_idle_console_session_ends(backend: Backend) {
     assert_eq!(location(&idle), "/admin/sign-in");
 }
 
+/// The console's other actions do what the API would, and refuse what it refuses.
+async fn console_actions_change_what_they_say(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, admin) = app.admin().await;
+    let console = ConsoleClient::admin(&app).await;
+    let csrf = console.csrf(&app, "/admin/roles").await;
+
+    // A custom role: a bad name is refused next to its field; a good one is made.
+    let bad = console
+        .post(
+            &app,
+            "/admin/roles",
+            &[("csrf", &csrf), ("name", "Not A Role!")],
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+    assert!(bad.text().await.unwrap().contains("id=\"name-error\""));
+    let made = console
+        .post(
+            &app,
+            "/admin/roles",
+            &[
+                ("csrf", &csrf),
+                ("name", "board"),
+                ("description", "The board"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status(), 303);
+    let (member, _) = app.member(&admin, "bo@example.org", &["board"]).await;
+    // Held by a member: deleting asks first, and only `force` deletes.
+    let asked = console
+        .post(&app, "/admin/roles/board/delete", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(asked.status(), 409);
+    assert!(
+        asked
+            .text()
+            .await
+            .unwrap()
+            .contains("1 member(s) hold board")
+    );
+    let held = TestApp::json_ok(
+        app.get_as(&format!("/v1/admin/members/{member}"), &admin)
+            .await,
+        200,
+    )
+    .await;
+    assert!(held["roles"].as_array().unwrap().contains(&json!("board")));
+    let forced = console
+        .post(
+            &app,
+            "/admin/roles/board/delete",
+            &[("csrf", &csrf), ("force", "yes")],
+        )
+        .await;
+    assert_eq!(forced.status(), 303);
+    let roles = TestApp::json_ok(app.get_as("/v1/admin/roles", &admin).await, 200).await;
+    assert!(!roles.to_string().contains("board"), "{roles}");
+
+    // The allowlist: remove one address; withdraw an upload.
+    app.allowlist(&admin, "gone@example.org", &[]).await;
+    let removed = console
+        .post(
+            &app,
+            "/admin/roster/remove",
+            &[("csrf", &csrf), ("email", "Gone@Example.org")],
+        )
+        .await;
+    assert_eq!(removed.status(), 303);
+    let again = console
+        .post(
+            &app,
+            "/admin/roster/remove",
+            &[("csrf", &csrf), ("email", "gone@example.org")],
+        )
+        .await;
+    assert_eq!(again.status(), 303, "a flash says why, on the roster page");
+    let roster = console
+        .get(&app, "/admin/roster")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        roster.contains("No such address on the allowlist."),
+        "the reason is shown once"
+    );
+    let report = TestApp::json_ok(
+        app.post_json_as(
+            "/v1/admin/eligible-emails/bulk",
+            &admin,
+            json!({"emails": ["x1@example.org", "x2@example.org"], "batch_id": "spring"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(report["added"], 2);
+    let withdrawn = console
+        .post(
+            &app,
+            "/admin/roster/batches/spring/withdraw",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(withdrawn.status(), 303);
+    let left = TestApp::json_ok(
+        app.get_as("/v1/admin/eligible-emails?batch_id=spring", &admin)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(left["items"], json!([]));
+
+    // A key with a blank name is refused next to the field, and none is made.
+    let blank = console
+        .post(
+            &app,
+            &format!("/admin/members/{member}/api-keys"),
+            &[("csrf", &csrf), ("key_name", "  ")],
+        )
+        .await;
+    assert_eq!(blank.status(), 422);
+    assert!(
+        blank
+            .text()
+            .await
+            .unwrap()
+            .contains("id=\"key_name-error\"")
+    );
+    let keys = TestApp::json_ok(app.get_as("/v1/admin/api-keys", &admin).await, 200).await;
+    assert_eq!(keys["items"], json!([]));
+
+    // Deleting needs the address typed exactly.
+    let wrong = console
+        .post(
+            &app,
+            &format!("/admin/members/{member}/delete"),
+            &[("csrf", &csrf), ("confirm", "someone@example.org")],
+        )
+        .await;
+    assert_eq!(wrong.status(), 422);
+    assert_eq!(member_status(&app, &admin, &member).await, "active");
+    let deleted = console
+        .post(
+            &app,
+            &format!("/admin/members/{member}/delete"),
+            &[("csrf", &csrf), ("confirm", "bo@example.org")],
+        )
+        .await;
+    assert_eq!(deleted.status(), 303);
+    assert_eq!(member_status(&app, &admin, &member).await, "deleted");
+}
+
 backend_tests!(
+    console_actions_change_what_they_say,
     without_a_session_every_page_leads_to_sign_in,
     an_admin_gets_a_strict_cookie_and_strict_headers,
     a_member_without_admin_is_refused_and_keeps_no_session,
