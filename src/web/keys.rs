@@ -183,15 +183,8 @@ pub async fn revoke(
         .filter(|b| b.starts_with("/admin/") && !b.starts_with("//"))
         .unwrap_or("/admin/api-keys")
         .to_owned();
-    match console.admin.revoke_key(&session.actor(), &id).await {
-        Ok(()) => page::redirect(
-            &console,
-            &back,
-            Some(Flash::ok(format!(
-                "Revoked the key {}. It stopped working at once.",
-                crate::domain::api_key_prefix(&id)
-            ))),
-        ),
-        Err(error) => page::failed(&console, &back, error),
-    }
+    let outcome = console.admin.revoke_key(&session.actor(), &id).await;
+    let prefix = crate::domain::api_key_prefix(&id);
+    let said = outcome.map(|()| format!("Revoked the key {prefix}. It stopped working at once."));
+    page::after(&console, &back, said)
 }

@@ -7,7 +7,7 @@ use poem::web::{Data, Path, Query};
 use poem::{Request, Response, handler};
 use serde::Deserialize;
 
-use super::page::{self, Flash};
+use super::page;
 use super::{AdminSession, Console};
 use crate::store::{MailStatus, OutboxQuery};
 
@@ -78,15 +78,7 @@ pub async fn retry(
     console: Data<&Arc<Console>>,
     session: Data<&AdminSession>,
 ) -> Response {
-    match console.admin.retry_mail(&session.actor(), &id).await {
-        Ok(entry) => page::redirect(
-            &console,
-            "/admin/mail",
-            Some(Flash::ok(format!(
-                "The mail to {} is queued again.",
-                entry.recipient
-            ))),
-        ),
-        Err(error) => page::failed(&console, "/admin/mail", error),
-    }
+    let outcome = console.admin.retry_mail(&session.actor(), &id).await;
+    let said = outcome.map(|entry| format!("The mail to {} is queued again.", entry.recipient));
+    page::after(&console, "/admin/mail", said)
 }

@@ -298,18 +298,15 @@ pub async fn revoke_role(
             );
         }
     };
-    match console
+    let outcome = console
         .admin
         .revoke_role(&session.actor(), &member, &role)
-        .await
-    {
-        Ok(_) => page::redirect(
-            &console,
-            &member_path(&id),
-            Some(Flash::ok(format!("Revoked {role}."))),
-        ),
-        Err(error) => page::failed(&console, &member_path(&id), error),
-    }
+        .await;
+    page::after(
+        &console,
+        &member_path(&id),
+        outcome.map(|_| format!("Revoked {role}.")),
+    )
 }
 
 /// Suspends or reactivates.
@@ -332,14 +329,15 @@ pub async fn set_status(
         ),
         _ => return page::refusal(&console, req, page::Refusal::BadForm),
     };
-    match console
+    let outcome = console
         .admin
         .set_status(&session.actor(), &member, status)
-        .await
-    {
-        Ok(_) => page::redirect(&console, &member_path(&id), Some(Flash::ok(done))),
-        Err(error) => page::failed(&console, &member_path(&id), error),
-    }
+        .await;
+    page::after(
+        &console,
+        &member_path(&id),
+        outcome.map(|_| done.to_owned()),
+    )
 }
 
 /// Deletes a member once the admin has typed their address.

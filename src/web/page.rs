@@ -295,6 +295,18 @@ fn sentence(message: &str) -> String {
     out
 }
 
+/// After an action: back to `to`, saying what it did or why it did not.
+pub fn after<E: Into<ApiError>>(
+    console: &Console,
+    to: &str,
+    outcome: Result<String, E>,
+) -> Response {
+    match outcome {
+        Ok(message) => redirect(console, to, Some(Flash::ok(message))),
+        Err(error) => failed(console, to, error),
+    }
+}
+
 /// After a failed action: back to `to` with the reason on top.
 pub fn failed(console: &Console, to: &str, error: impl Into<ApiError>) -> Response {
     redirect(console, to, Some(Flash::error(explain(error).1)))

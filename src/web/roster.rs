@@ -328,16 +328,11 @@ pub async fn withdraw(
     console: Data<&Arc<Console>>,
     session: Data<&AdminSession>,
 ) -> Response {
-    match console.admin.withdraw_batch(&session.actor(), &id).await {
-        Ok(removed) => page::redirect(
-            &console,
-            "/admin/roster",
-            Some(Flash::ok(format!(
-                "Withdrew the batch: {removed} unclaimed address(es) removed. Members it made stay members."
-            ))),
-        ),
-        Err(error) => page::failed(&console, "/admin/roster", error),
-    }
+    let outcome = console.admin.withdraw_batch(&session.actor(), &id).await;
+    let said = outcome.map(|removed| {
+        format!("Withdrew the batch: {removed} unclaimed address(es) removed. Members it made stay members.")
+    });
+    page::after(&console, "/admin/roster", said)
 }
 
 #[handler]
@@ -356,19 +351,10 @@ pub async fn remove(
             );
         }
     };
-    match console
+    let outcome = console
         .admin
         .remove_eligible(&session.actor(), &email)
-        .await
-    {
-        Ok(()) => page::redirect(
-            &console,
-            "/admin/roster",
-            Some(Flash::ok(format!(
-                "Removed {} from the allowlist.",
-                email.as_str()
-            ))),
-        ),
-        Err(error) => page::failed(&console, "/admin/roster", error),
-    }
+        .await;
+    let said = outcome.map(|()| format!("Removed {} from the allowlist.", email.as_str()));
+    page::after(&console, "/admin/roster", said)
 }
