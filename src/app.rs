@@ -1,5 +1,5 @@
 //! Builds the application from settings and runs it: the HTTP server, the mail
-//! worker and the janitor. `main` and the tests go through the same door.
+//! and webhook delivery workers and the janitor. `main` and the tests go through the same door.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,12 +18,14 @@ use crate::api::{ApiServices, TrustedProxies};
 use crate::auth::{AuthService, AuthSettings, JwtKeys, load_or_create_secret};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::mail::worker::{OutboxWorker, RetryPolicy};
+use crate::mail::worker::{OutboxWorker, RetryPolicy, outbox_worker};
 use crate::mail::{Mailer, Sealer, transport_from_settings};
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
 use crate::templates::Templates;
 use crate::web::{Console, ConsoleSettings};
+use crate::webhooks::WebhookService;
+use crate::webhooks::worker::{WebhookWorker, webhook_worker};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -42,6 +44,8 @@ pub enum StartError {
     Templates(#[from] minijinja::Error),
     #[error("mail: {0}")]
     Mail(#[from] crate::mail::MailError),
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -63,12 +67,14 @@ pub struct AppState {
     pub templates: Arc<Templates>,
     pub metrics: Arc<Metrics>,
     pub console: Arc<Console>,
+    pub webhooks: Arc<WebhookService>,
 }
 
 pub struct Application {
     acceptor: TcpAcceptor,
     state: Arc<AppState>,
     worker: OutboxWorker,
+    webhook_worker: WebhookWorker,
     local_addr: SocketAddr,
 }
 
@@ -151,7 +157,7 @@ impl Application {
             auth_settings,
         );
         let metrics = Arc::new(Metrics::new());
-        let worker = OutboxWorker::new(
+        let worker = outbox_worker(
             store.clone(),
             clock.clone(),
             mailer.clone(),
@@ -159,6 +165,24 @@ impl Application {
             RetryPolicy::from_settings(&settings.mail),
             metrics.clone(),
         );
+
+        let webhook_sealer = Arc::new(Sealer::new(secret.derive("webhook secret sealing key")));
+        let webhook_wake = Arc::new(tokio::sync::Notify::new());
+        let webhook_worker = webhook_worker(
+            store.clone(),
+            clock.clone(),
+            webhook_sealer.clone(),
+            &settings.webhooks,
+            metrics.clone(),
+            webhook_wake.clone(),
+        )?;
+        let webhooks = Arc::new(WebhookService::new(
+            store.clone(),
+            clock.clone(),
+            webhook_sealer,
+            settings.webhooks.clone(),
+            webhook_wake,
+        ));
 
         let admin = Arc::new(AdminService::new(
             store.clone(),
@@ -193,11 +217,13 @@ impl Application {
             templates,
             metrics,
             console,
+            webhooks,
         });
         Ok(Self {
             acceptor,
             state,
             worker,
+            webhook_worker,
             local_addr,
         })
     }
@@ -217,6 +243,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = tokio::spawn(self.worker.run(stop_rx.clone()));
+        let webhook_worker = tokio::spawn(self.webhook_worker.run(stop_rx.clone()));
         let janitor = tokio::spawn(janitor(
             self.state.store.clone(),
             self.state.clock.clone(),
@@ -226,9 +253,10 @@ impl Application {
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state.clone()), shutdown, Some(DRAIN_TIMEOUT))
             .await;
-        tracing::info!("draining the mail worker");
+        tracing::info!("draining the mail and webhook workers");
         let _ = stop_tx.send(true);
         let _ = worker.await;
+        let _ = webhook_worker.await;
         let _ = janitor.await;
         served
     }
@@ -257,6 +285,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         auth: state.auth.clone(),
         admin: state.admin.clone(),
         mailer: state.mailer.clone(),
+        webhooks: state.webhooks.clone(),
         proxies: proxies.clone(),
         public_eligibility: state.settings.public_eligibility,
     };

@@ -50,6 +50,11 @@ pub const KEYS: &[&str] = &[
     "max_body_bytes",
     "max_import_bytes",
     "console_idle_minutes",
+    "webhooks_allow_insecure",
+    "webhooks_timeout_secs",
+    "webhooks_retry_base_ms",
+    "webhooks_max_attempts",
+    "webhooks_disable_after_hours",
     "log",
 ];
 
@@ -157,6 +162,21 @@ pub struct MailSettings {
     pub max_attempts: u32,
 }
 
+/// How webhooks are delivered.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// Allows http and internal addresses: for local receivers and tests, never production.
+    pub allow_insecure: bool,
+    /// The most one attempt may take.
+    pub timeout: Duration,
+    /// The first retry's delay; each next one doubles (capped at 4 h), with jitter.
+    pub retry_base: Duration,
+    /// Attempts before a delivery is `failed`.
+    pub max_attempts: u32,
+    /// An endpoint whose every attempt has failed for this long is disabled.
+    pub disable_after: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct RateLimitSettings {
     pub window: Duration,
@@ -191,6 +211,7 @@ pub struct Settings {
     pub max_import_bytes: usize,
     /// An admin console session ends after this long without a request.
     pub console_idle: Duration,
+    pub webhooks: WebhookSettings,
     pub log: String,
 }
 
@@ -350,6 +371,38 @@ impl Settings {
                     Some(30),
                 )? * 60,
             ),
+            webhooks: WebhookSettings {
+                allow_insecure: parse_bool(
+                    get("webhooks_allow_insecure"),
+                    "webhooks_allow_insecure",
+                )?,
+                timeout: secs(
+                    parse_or::<u64>(
+                        get("webhooks_timeout_secs"),
+                        "webhooks_timeout_secs",
+                        Some(10),
+                    )?
+                    .max(1),
+                ),
+                retry_base: Duration::from_millis(parse_or(
+                    get("webhooks_retry_base_ms"),
+                    "webhooks_retry_base_ms",
+                    Some(5000),
+                )?),
+                max_attempts: parse_or::<u32>(
+                    get("webhooks_max_attempts"),
+                    "webhooks_max_attempts",
+                    Some(15),
+                )?
+                .max(1),
+                disable_after: secs(
+                    parse_or::<u64>(
+                        get("webhooks_disable_after_hours"),
+                        "webhooks_disable_after_hours",
+                        Some(120),
+                    )? * 3600,
+                ),
+            },
             log: get("log").unwrap_or("info").to_owned(),
         })
     }

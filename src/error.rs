@@ -366,3 +366,31 @@ impl From<crate::admin::AdminError> for ApiError {
         }
     }
 }
+
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(err: crate::webhooks::WebhookError) -> Self {
+        use crate::webhooks::{TargetError, WebhookError};
+        match err {
+            WebhookError::Store(store) => store.into(),
+            WebhookError::NotFound(what) => Self::NotFound(format!("no such {what}")),
+            WebhookError::Target(target) => {
+                let code = match target {
+                    TargetError::NotHttps => "url_not_https",
+                    TargetError::Internal { .. } => "url_internal_address",
+                    TargetError::Unresolvable(_) => "url_unresolvable",
+                    TargetError::Malformed(_) | TargetError::Credentials => "invalid_url",
+                };
+                Self::unprocessable(code, target.to_string())
+            }
+            err @ (WebhookError::UnknownEvent(_) | WebhookError::NoEvents) => {
+                Self::unprocessable("invalid_events", err.to_string())
+            }
+            err @ WebhookError::Description => {
+                Self::unprocessable("invalid_description", err.to_string())
+            }
+            err @ WebhookError::StillPending => {
+                Self::conflict("delivery_pending", err.to_string())
+            }
+        }
+    }
+}

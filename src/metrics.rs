@@ -29,6 +29,9 @@ pub struct Metrics {
     mail_retried: Counter,
     delivery_seconds: Histogram,
     outbox_queued: Gauge,
+    webhook_delivered: Counter,
+    webhook_retried: Counter,
+    webhook_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -47,6 +50,9 @@ impl Metrics {
             mail_retried: Counter::default(),
             delivery_seconds: Histogram::new(LATENCY_BUCKETS),
             outbox_queued: Gauge::default(),
+            webhook_delivered: Counter::default(),
+            webhook_retried: Counter::default(),
+            webhook_failed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -79,10 +85,37 @@ impl Metrics {
             "Mails waiting in the outbox (read from the database at scrape time)",
             metrics.outbox_queued.clone(),
         );
+        registry.register(
+            "webhook_delivered",
+            "Webhook deliveries a receiver accepted (2xx)",
+            metrics.webhook_delivered.clone(),
+        );
+        registry.register(
+            "webhook_retried",
+            "Webhook attempts that failed and were rescheduled",
+            metrics.webhook_retried.clone(),
+        );
+        registry.register(
+            "webhook_failed",
+            "Webhook deliveries given up on after the last attempt",
+            metrics.webhook_failed.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
+    }
+
+    pub fn webhook_delivered(&self) {
+        self.webhook_delivered.inc();
+    }
+
+    pub fn webhook_retried(&self) {
+        self.webhook_retried.inc();
+    }
+
+    pub fn webhook_failed(&self) {
+        self.webhook_failed.inc();
     }
 
     pub fn mail_sent(&self, seconds_since_enqueue: f64) {

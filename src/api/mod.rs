@@ -18,6 +18,7 @@ pub mod roles;
 pub mod roster;
 pub mod security;
 pub mod views;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -37,6 +38,7 @@ use crate::auth::AuthService;
 use crate::clock::Clock;
 use crate::mail::Mailer;
 use crate::store::DynStore;
+use crate::webhooks::WebhookService;
 
 /// The API's tags, in the order the spec lists them.
 #[derive(poem_openapi::Tags)]
@@ -57,6 +59,8 @@ pub enum ApiTags {
     ApiKeys,
     /// What happened, and who did it (admin only).
     Audit,
+    /// Endpoints that hear of membership changes, signed, and their deliveries (admin only).
+    Webhooks,
     /// Liveness and readiness.
     Health,
 }
@@ -69,6 +73,7 @@ pub struct ApiServices {
     pub auth: Arc<AuthService>,
     pub admin: Arc<AdminService>,
     pub mailer: Arc<Mailer>,
+    pub webhooks: Arc<WebhookService>,
     pub proxies: TrustedProxies,
     /// Whether `POST /v1/auth/eligibility` answers (it reveals the allowlist).
     pub public_eligibility: bool,
@@ -85,6 +90,7 @@ pub type Apis = (
     roles::RolesApi,
     api_keys::ApiKeysApi,
     audit::AuditApi,
+    webhooks::WebhooksApi,
     health::HealthApi,
 );
 
@@ -142,6 +148,10 @@ pub fn service(services: &ApiServices, server: &str) -> OpenApiService<Apis, ()>
         },
         audit::AuditApi {
             store: s.store.clone(),
+        },
+        webhooks::WebhooksApi {
+            webhooks: s.webhooks.clone(),
+            proxies: s.proxies.clone(),
         },
         health::HealthApi {
             store: s.store.clone(),

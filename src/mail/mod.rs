@@ -1,7 +1,7 @@
 //! Outgoing mail: composing from templates, the outbox worker, and transports.
 //!
 //! Mail is written to the outbox in the same transaction as the token it carries
-//! and delivered by [`worker::OutboxWorker`]; a crash or a dead mail server loses
+//! and delivered by [`worker::OutboxWorker`] (the shared [`crate::delivery`] worker); a crash or a dead mail server loses
 //! nothing. Bodies carry secrets (links, codes), so they are sealed at rest.
 
 mod file;

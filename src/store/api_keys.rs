@@ -4,11 +4,12 @@
 use std::sync::LazyLock;
 
 use super::audit::insert_audit;
+use super::webhooks::{api_key_data, record_event};
 use super::backend::{Backend, SqlStore};
 use super::schema::{self, MemberRoleRow};
 use super::sql::{Executor, query};
 use super::{AuditEntry, StoreError, StoreResult};
-use crate::domain::{Member, MemberId, Role};
+use crate::domain::{EventType, Member, MemberId, Role};
 
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
@@ -191,6 +192,10 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
         }
         insert_api_key(&mut *tx, &key, member.as_str(), now).await?;
         insert_audit(&mut *tx, audit, now).await?;
+        let roles: Vec<String> = key.roles.iter().map(|r| r.as_str().to_owned()).collect();
+        let data = api_key_data(&key.id, &key.name, member.as_str(), &roles, key.expires_at);
+        let data = serde_json::json!({ "api_key": data });
+        record_event(&mut *tx, EventType::ApiKeyCreated, data, now).await?;
         B::commit(tx).await?;
         Ok(true)
     }
@@ -223,16 +228,22 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
 
     async fn revoke_api_key(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<bool> {
         let mut tx = self.backend.begin().await?;
-        let revoked =
-            query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        if revoked == 0 {
+        let revoked: Option<(String, String, String, Option<i64>)> = query(
+            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+             RETURNING member_id, name, roles, expires_at",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((member_id, name, roles, expires_at)) = revoked else {
             return Ok(false);
-        }
+        };
         insert_audit(&mut *tx, audit, now).await?;
+        let roles: Vec<String> = roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
+        let data = api_key_data(id, &name, &member_id, &roles, expires_at);
+        let data = serde_json::json!({ "api_key": data, "reason": "revoked" });
+        record_event(&mut *tx, EventType::ApiKeyRevoked, data, now).await?;
         B::commit(tx).await?;
         Ok(true)
     }

@@ -547,3 +547,97 @@ impl ConsoleStore for CachedStore {
         self.inner.discard_upload(id).await
     }
 }
+
+/// Webhooks touch nothing cached: every call goes straight through.
+#[async_trait]
+impl WebhookStore for CachedStore {
+    async fn create_webhook(
+        &self,
+        new: NewWebhook,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<WebhookEndpoint> {
+        self.inner.create_webhook(new, audit, now).await
+    }
+
+    async fn list_webhooks(&self) -> StoreResult<Vec<WebhookEndpoint>> {
+        self.inner.list_webhooks().await
+    }
+
+    async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        self.inner.webhook(id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        id: &str,
+        patch: WebhookPatch,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<Option<WebhookEndpoint>> {
+        self.inner.update_webhook(id, patch, audit, now).await
+    }
+
+    async fn delete_webhook(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<bool> {
+        self.inner.delete_webhook(id, audit, now).await
+    }
+
+    async fn set_webhook_secret(
+        &self,
+        id: &str,
+        secret_sealed: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.inner
+            .set_webhook_secret(id, secret_sealed, audit, now)
+            .await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        endpoint_id: &str,
+        before: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.inner
+            .webhook_deliveries(endpoint_id, before, limit)
+            .await
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        endpoint_id: &str,
+        event_id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<RedeliverOutcome> {
+        self.inner
+            .redeliver_webhook(endpoint_id, event_id, audit, now)
+            .await
+    }
+
+    async fn claim_due_webhooks(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<DueWebhook>> {
+        self.inner.claim_due_webhooks(now, lease_secs, limit).await
+    }
+
+    async fn finish_webhooks(
+        &self,
+        outcomes: &[((String, String), WebhookResult)],
+        disable_after: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.inner
+            .finish_webhooks(outcomes, disable_after, now)
+            .await
+    }
+
+    async fn webhook_counts(&self) -> StoreResult<WebhookCounts> {
+        self.inner.webhook_counts().await
+    }
+}

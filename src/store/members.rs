@@ -14,8 +14,9 @@ use super::audit::insert_audit;
 use super::backend::{Backend, SqlStore};
 use super::sessions::revoke_member_sessions_in;
 use super::sql::{Executor, query};
+use super::webhooks::{api_key_data, member_changes, member_data, record_event};
 use super::{AuditEntry, NewApiKey, StoreError, StoreResult, schema};
-use crate::domain::{self, Conflict, Email, Member, MemberId, MemberStatus, Role};
+use crate::domain::{self, Conflict, Email, EventType, Member, MemberId, MemberStatus, Role};
 
 /// Filters and keyset position for the member list (ordered by id, i.e. creation).
 #[derive(Debug, Clone, Default)]
@@ -222,6 +223,11 @@ impl<B: Backend> SqlStore<B> {
         ensure_an_admin_remains(&mut *tx, before, now).await?;
         insert_audit(&mut *tx, audit, now).await?;
         let after = load_member(&mut *tx, before.id.as_str(), now).await?;
+        if let Some(changes) = after.as_ref().and_then(|after| member_changes(before, after)) {
+            let member = after.as_ref().map(member_data);
+            let data = serde_json::json!({ "member": member, "changes": changes });
+            record_event(&mut *tx, EventType::MemberUpdated, data, now).await?;
+        }
         B::commit(tx).await?;
         Ok(after)
     }
@@ -442,13 +448,21 @@ impl<B: Backend> MemberStore for SqlStore<B> {
             now,
         )
         .await?;
-        if let Some(key) = key {
-            insert_api_key(&mut *tx, &key, id.as_str(), now).await?;
+        if let Some(key) = &key {
+            insert_api_key(&mut *tx, key, id.as_str(), now).await?;
         }
         insert_audit(&mut *tx, audit.target(id.as_str()), now).await?;
         let member = load_member(&mut *tx, id.as_str(), now)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("member {id} vanished")))?;
+        let data = serde_json::json!({ "member": member_data(&member), "via": "onboarding" });
+        record_event(&mut *tx, EventType::MemberCreated, data, now).await?;
+        if let Some(key) = &key {
+            let roles: Vec<String> = key.roles.iter().map(|r| r.as_str().to_owned()).collect();
+            let data = api_key_data(&key.id, &key.name, id.as_str(), &roles, key.expires_at);
+            let data = serde_json::json!({ "api_key": data });
+            record_event(&mut *tx, EventType::ApiKeyCreated, data, now).await?;
+        }
         B::commit(tx).await?;
         Ok(member)
     }
@@ -467,13 +481,28 @@ impl<B: Backend> MemberStore for SqlStore<B> {
             return Ok(false);
         }
         revoke_member_sessions_in(&mut *tx, id.as_str(), now).await?;
-        query("UPDATE api_keys SET revoked_at = $2 WHERE member_id = $1 AND revoked_at IS NULL")
-            .bind(id.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let keys: Vec<(String, String, String, Option<i64>)> = query(
+            "UPDATE api_keys SET revoked_at = $2 WHERE member_id = $1 AND revoked_at IS NULL \
+             RETURNING id, name, roles, expires_at",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
         ensure_an_admin_remains(&mut *tx, &before, now).await?;
         insert_audit(&mut *tx, audit, now).await?;
+        let deleted = Member {
+            status: MemberStatus::Deleted,
+            ..before
+        };
+        let data = serde_json::json!({ "member": member_data(&deleted) });
+        record_event(&mut *tx, EventType::MemberDeleted, data, now).await?;
+        for (key, name, roles, expires_at) in keys {
+            let roles: Vec<String> = roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
+            let data = api_key_data(&key, &name, id.as_str(), &roles, expires_at);
+            let data = serde_json::json!({ "api_key": data, "reason": "member_deleted" });
+            record_event(&mut *tx, EventType::ApiKeyRevoked, data, now).await?;
+        }
         B::commit(tx).await?;
         Ok(true)
     }

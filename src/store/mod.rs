@@ -7,7 +7,8 @@
 //!   reads top to bottom (its SQL, its transaction, its audit row):
 //!   `sign_in.rs`, `sessions.rs`, `members.rs`, `roles.rs`, `roster.rs`,
 //!   `api_keys.rs`, `audit.rs`, `outbox.rs`, `console.rs` (the admin
-//!   console's counts and staged uploads), and the housekeeping here;
+//!   console's counts and staged uploads), `webhooks.rs` (endpoints, the
+//!   events changes write, their deliveries), and the housekeeping here;
 //! - `schema.rs` holds the rules every query shares (an active member, a live
 //!   session, a grant in force, an address that may sign in) and the member
 //!   row with its column list; `sql.rs` runs a statement on either backend;
@@ -37,6 +38,7 @@ mod sign_in;
 mod sql;
 mod sqlite;
 mod types;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -58,6 +60,10 @@ pub use sessions::SessionStore;
 pub use sign_in::SignInStore;
 pub use sqlite::{Sqlite, SqliteStore};
 pub use types::*;
+pub use webhooks::{
+    DeliveryStatus, DueWebhook, NewWebhook, RedeliverOutcome, WebhookCounts, WebhookDelivery,
+    WebhookEndpoint, WebhookPatch, WebhookResult, WebhookStore,
+};
 
 use crate::config::DatabaseUrl;
 use sql::query;
@@ -77,6 +83,7 @@ pub trait Store:
     + AuditStore
     + OutboxStore
     + ConsoleStore
+    + WebhookStore
     + Send
     + Sync
     + 'static

@@ -2,10 +2,11 @@
 //! inside one transaction, keyset lists, and withdrawing an upload.
 
 use super::audit::insert_audit;
+use super::webhooks::record_event;
 use super::backend::{Backend, SqlStore};
 use super::sql::query;
 use super::{AuditEntry, EligibleEntry, StoreResult, UpsertCounts, schema};
-use crate::domain::Email;
+use crate::domain::{Email, EventType};
 
 /// Entries an importer hands the store at a time. Postgres writes a chunk as
 /// one `UNNEST` statement (two array parameters, whatever the size), so bigger
@@ -158,6 +159,19 @@ impl<B: Backend> RosterStore for SqlStore<B> {
             details.insert("unchanged".into(), counts.unchanged.into());
         }
         insert_audit(&mut *tx, audit, import.now).await?;
+        let batch = serde_json::json!({ "batch": {
+            "id": import.batch_id,
+            "source": import.source,
+            "rows": totals.rows,
+            "added": counts.added,
+            "updated": counts.updated,
+            "unchanged": counts.unchanged,
+            "duplicates": totals.duplicates,
+            "invalid": totals.invalid,
+        }});
+        if !import.dry_run {
+            record_event(&mut *tx, EventType::AllowlistImported, batch, import.now).await?;
+        }
         if import.dry_run {
             B::rollback(tx).await?;
         } else {
@@ -246,6 +260,8 @@ impl<B: Backend> RosterStore for SqlStore<B> {
         .await?;
         let audit = audit.details(serde_json::json!({ "removed": removed }));
         insert_audit(&mut *tx, audit, now).await?;
+        let batch = serde_json::json!({ "batch": { "id": id, "removed": removed } });
+        record_event(&mut *tx, EventType::AllowlistBatchWithdrawn, batch, now).await?;
         B::commit(tx).await?;
         Ok(Some(removed))
     }

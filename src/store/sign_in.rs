@@ -11,11 +11,12 @@ use super::audit::insert_audit;
 use super::backend::{Backend, LinkAudit, Redeemed, SqlStore};
 use super::members::load_member;
 use super::sql::{Executor, query};
+use super::webhooks::{member_data, record_event};
 use super::{
     AuditEntry, NewMagicLink, NewMail, NewSession, RateWindow, SignedIn, StoreError, StoreResult,
     schema,
 };
-use crate::domain::{Email, MemberId, MemberStatus, Role, TokenHash};
+use crate::domain::{Email, EventType, MemberId, MemberStatus, Role, TokenHash};
 
 /// The detail a link request's audit row carries: whether the address may sign in.
 const ELIGIBLE: &str = "eligible";
@@ -233,6 +234,13 @@ impl<B: Backend> SqlStore<B> {
             },
         };
         open_session(&mut *tx, session, &member_id, created, now).await?;
+        if created {
+            let member = load_member(&mut *tx, &member_id, now)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;
+            let data = serde_json::json!({ "member": member_data(&member), "via": "sign_in" });
+            record_event(&mut *tx, EventType::MemberCreated, data, now).await?;
+        }
         B::commit(tx).await?;
         Ok(Some(Redeemed {
             member_id,
