@@ -388,9 +388,7 @@ impl From<crate::webhooks::WebhookError> for ApiError {
             err @ WebhookError::Description => {
                 Self::unprocessable("invalid_description", err.to_string())
             }
-            err @ WebhookError::StillPending => {
-                Self::conflict("delivery_pending", err.to_string())
-            }
+            err @ WebhookError::StillPending => Self::conflict("delivery_pending", err.to_string()),
         }
     }
 }

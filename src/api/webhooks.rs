@@ -274,7 +274,10 @@ impl WebhooksApi {
 
     /// Sends a delivered or failed event again, due now, with a fresh budget
     /// of attempts and the same `webhook-id`. 409 while it is still pending.
-    #[oai(path = "/v1/admin/webhooks/:id/deliveries/:delivery/retry", method = "post")]
+    #[oai(
+        path = "/v1/admin/webhooks/:id/deliveries/:delivery/retry",
+        method = "post"
+    )]
     async fn retry(
         &self,
         auth: AdminAuth,

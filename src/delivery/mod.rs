@@ -203,7 +203,9 @@ mod tests {
         let policy = policy();
         let asked = Some(Duration::from_secs(100));
         assert_eq!(policy.after_failure(0, asked, 1000), Next::RetryAt(1100));
-        assert!(matches!(policy.after_failure(0, None, 1000), Next::RetryAt(t) if t > 1000 && t <= 1003));
+        assert!(
+            matches!(policy.after_failure(0, None, 1000), Next::RetryAt(t) if t > 1000 && t <= 1003)
+        );
         assert_eq!(policy.after_failure(11, None, 1000), Next::GiveUp);
     }
 }

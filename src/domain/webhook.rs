@@ -60,7 +60,11 @@ impl EventType {
 
     /// The stored form of a list: names joined by commas.
     pub fn join(types: &[Self]) -> String {
-        types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",")
+        types
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -84,7 +88,10 @@ mod tests {
             list,
             Ok(vec![EventType::MemberCreated, EventType::MemberDeleted])
         );
-        assert_eq!(EventType::parse_list(["member.added"]), Err("member.added".into()));
+        assert_eq!(
+            EventType::parse_list(["member.added"]),
+            Err("member.added".into())
+        );
         assert_eq!(
             EventType::join(&list.unwrap()),
             "member.created,member.deleted"

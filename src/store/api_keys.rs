@@ -4,10 +4,10 @@
 use std::sync::LazyLock;
 
 use super::audit::insert_audit;
-use super::webhooks::{api_key_data, record_event};
 use super::backend::{Backend, SqlStore};
 use super::schema::{self, MemberRoleRow};
 use super::sql::{Executor, query};
+use super::webhooks::{api_key_data, record_event};
 use super::{AuditEntry, StoreError, StoreResult};
 use crate::domain::{EventType, Member, MemberId, Role};
 
@@ -240,7 +240,11 @@ impl<B: Backend> ApiKeyStore for SqlStore<B> {
             return Ok(false);
         };
         insert_audit(&mut *tx, audit, now).await?;
-        let roles: Vec<String> = roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
+        let roles: Vec<String> = roles
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
         let data = api_key_data(id, &name, &member_id, &roles, expires_at);
         let data = serde_json::json!({ "api_key": data, "reason": "revoked" });
         record_event(&mut *tx, EventType::ApiKeyRevoked, data, now).await?;

@@ -223,7 +223,10 @@ impl<B: Backend> SqlStore<B> {
         ensure_an_admin_remains(&mut *tx, before, now).await?;
         insert_audit(&mut *tx, audit, now).await?;
         let after = load_member(&mut *tx, before.id.as_str(), now).await?;
-        if let Some(changes) = after.as_ref().and_then(|after| member_changes(before, after)) {
+        if let Some(changes) = after
+            .as_ref()
+            .and_then(|after| member_changes(before, after))
+        {
             let member = after.as_ref().map(member_data);
             let data = serde_json::json!({ "member": member, "changes": changes });
             record_event(&mut *tx, EventType::MemberUpdated, data, now).await?;
@@ -498,7 +501,11 @@ impl<B: Backend> MemberStore for SqlStore<B> {
         let data = serde_json::json!({ "member": member_data(&deleted) });
         record_event(&mut *tx, EventType::MemberDeleted, data, now).await?;
         for (key, name, roles, expires_at) in keys {
-            let roles: Vec<String> = roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
+            let roles: Vec<String> = roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect();
             let data = api_key_data(&key, &name, id.as_str(), &roles, expires_at);
             let data = serde_json::json!({ "api_key": data, "reason": "member_deleted" });
             record_event(&mut *tx, EventType::ApiKeyRevoked, data, now).await?;

@@ -2,9 +2,9 @@
 //! inside one transaction, keyset lists, and withdrawing an upload.
 
 use super::audit::insert_audit;
-use super::webhooks::record_event;
 use super::backend::{Backend, SqlStore};
 use super::sql::query;
+use super::webhooks::record_event;
 use super::{AuditEntry, EligibleEntry, StoreResult, UpsertCounts, schema};
 use crate::domain::{Email, EventType};
 

@@ -388,7 +388,13 @@ pub fn member_changes(before: &Member, after: &Member) -> Option<Value> {
 }
 
 /// An API key as events show it: never its secret or hash.
-pub fn api_key_data(id: &str, name: &str, member_id: &str, roles: &[String], expires_at: Option<i64>) -> Value {
+pub fn api_key_data(
+    id: &str,
+    name: &str,
+    member_id: &str,
+    roles: &[String],
+    expires_at: Option<i64>,
+) -> Value {
     json!({
         "id": id,
         "name": name,
@@ -478,7 +484,9 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
         )
         .bind(id)
         .bind(patch.url.as_deref().unwrap_or(&before.url))
-        .bind(EventType::join(patch.events.as_deref().unwrap_or(&before.events)))
+        .bind(EventType::join(
+            patch.events.as_deref().unwrap_or(&before.events),
+        ))
         .bind(patch.description.unwrap_or(before.description).as_deref())
         .bind(enabled)
         .bind(reason.as_deref())
@@ -643,9 +651,11 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
                JOIN webhook_events ev ON ev.id = d.event_id \
              WHERE (d.endpoint_id, d.event_id) IN (VALUES {pairs})"
         );
-        let select = claimed.iter().fold(Query::owned(sql), |q, (endpoint, event)| {
-            q.bind(endpoint.as_str()).bind(event.as_str())
-        });
+        let select = claimed
+            .iter()
+            .fold(Query::owned(sql), |q, (endpoint, event)| {
+                q.bind(endpoint.as_str()).bind(event.as_str())
+            });
         select.fetch_all(&mut self.backend.reader()).await
     }
 

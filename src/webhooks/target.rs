@@ -133,11 +133,13 @@ impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| is_public(a.ip()))
                 .collect();
-            let public: Vec<SocketAddr> =
-                found.iter().copied().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
                 let error = match found.first() {
                     Some(addr) => TargetError::Internal {
@@ -182,9 +184,15 @@ mod tests {
     #[test]
     fn only_https_without_credentials_unless_insecure() {
         assert!(parse("https://hooks.example.org/in", false).is_ok());
-        assert_eq!(parse("http://hooks.example.org/in", false), Err(TargetError::NotHttps));
+        assert_eq!(
+            parse("http://hooks.example.org/in", false),
+            Err(TargetError::NotHttps)
+        );
         assert!(parse("http://127.0.0.1:9/in", true).is_ok());
-        assert_eq!(parse("ftp://x.example.org", true), Err(TargetError::NotHttps));
+        assert_eq!(
+            parse("ftp://x.example.org", true),
+            Err(TargetError::NotHttps)
+        );
         assert_eq!(
             parse("https://u:p@hooks.example.org", false),
             Err(TargetError::Credentials)

@@ -42,9 +42,7 @@ pub fn webhook_worker(
         .timeout(settings.timeout)
         .user_agent(concat!("gatehouse-webhooks/", env!("CARGO_PKG_VERSION")));
     if !settings.allow_insecure {
-        client = client
-            .https_only(true)
-            .dns_resolver(Arc::new(PublicOnly));
+        client = client.https_only(true).dns_resolver(Arc::new(PublicOnly));
     }
     let queue = WebhookQueue {
         store,
@@ -196,7 +194,9 @@ impl WebhookQueue {
         let body = first_bytes(response).await;
         Err(Refused {
             status: Some(i64::from(status.as_u16())),
-            error: format!("HTTP {status}{why}: {body}").trim_end_matches([' ', ':']).to_owned(),
+            error: format!("HTTP {status}{why}: {body}")
+                .trim_end_matches([' ', ':'])
+                .to_owned(),
             retry_after,
         })
     }

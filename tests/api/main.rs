@@ -22,3 +22,5 @@ mod sign_in;
 mod smtp;
 mod store;
 mod tokens;
+mod webhook_receiver;
+mod webhooks;

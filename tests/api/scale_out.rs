@@ -17,7 +17,7 @@ use crate::helpers::{ADMIN, Backend, TestApp};
 /// Three apps on one fresh database, configured alike as behind one load
 /// balancer: the same public URL (hence JWT issuer) and secret. They share the
 /// first one's data dir, so every mail lands in `apps[0]`'s mail dir.
-async fn three_instances(overrides: &[(&str, &str)]) -> Vec<TestApp> {
+pub(crate) async fn three_instances(overrides: &[(&str, &str)]) -> Vec<TestApp> {
     let mut overrides = overrides.to_vec();
     overrides.push(("public_url", "https://id.example.org"));
     let first = TestApp::spawn_with(Backend::Postgres, &overrides).await;
