@@ -94,8 +94,9 @@ pub trait Store:
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Deletes expired links, rate-limit windows, long-dead refresh tokens and
-    /// roster uploads that were never imported.
+    /// Deletes expired links, rate-limit windows, long-dead refresh tokens,
+    /// roster uploads that were never imported, and webhook deliveries
+    /// finished more than 30 days ago with their events.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 }
 
@@ -114,6 +115,7 @@ impl<B: Backend> Store for SqlStore<B> {
 
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
         const DAY: i64 = 86_400;
+        const WEBHOOK_HISTORY_SECS: i64 = 30 * DAY;
         let mut tx = self.backend.begin().await?;
         let mut purged = 0;
         for (sql, cutoff) in [
@@ -123,6 +125,17 @@ impl<B: Backend> Store for SqlStore<B> {
             (
                 "DELETE FROM staged_uploads WHERE created_at < $1",
                 now - STAGED_UPLOAD_TTL_SECS,
+            ),
+            // Finished webhook deliveries are kept a month for admins to
+            // look back on, then go with their events.
+            (
+                "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1",
+                now - WEBHOOK_HISTORY_SECS,
+            ),
+            (
+                "DELETE FROM webhook_events WHERE created_at < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = webhook_events.id)",
+                now - WEBHOOK_HISTORY_SECS,
             ),
         ] {
             purged += query(sql).bind(cutoff).execute(&mut *tx).await?;

@@ -1,0 +1,194 @@
+//! Webhooks in the store: events written with the change only when an enabled
+//! endpoint listens, leases that hand each delivery to one claimer, outcomes
+//! that never overwrite a final state, failure streaks that disable an
+//! endpoint, and redelivery.
+
+use gatehouse::domain::EventType;
+use gatehouse::store::{DeliveryStatus, NewWebhook, RedeliverOutcome, WebhookPatch, WebhookResult};
+
+use super::*;
+
+const LEASE: i64 = 60;
+
+async fn endpoint(store: &DynStore, events: &[EventType], now: i64) -> String {
+    let id = new_id();
+    store
+        .create_webhook(
+            NewWebhook {
+                id: id.clone(),
+                url: "https://hooks.example.org/in".into(),
+                events: events.to_vec(),
+                description: None,
+                secret_sealed: "sealed".into(),
+                created_by: None,
+            },
+            audit("webhook.created"),
+            now,
+        )
+        .await
+        .expect("create webhook");
+    id
+}
+
+async fn claim(store: &DynStore, now: i64) -> Vec<(String, String)> {
+    store
+        .claim_due_webhooks(now, LEASE, 10)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|due| (due.endpoint_id, due.event_id))
+        .collect()
+}
+
+async fn statuses(store: &DynStore, hook: &str) -> Vec<(DeliveryStatus, i64)> {
+    store
+        .webhook_deliveries(hook, None, 50)
+        .await
+        .expect("deliveries")
+        .into_iter()
+        .map(|d| (d.status, d.attempts))
+        .collect()
+}
+
+async fn changes_write_events_only_for_listening_endpoints(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    // No endpoint: the change writes no event.
+    onboard(&store, "ann@example.org", &[]).await;
+    assert_eq!(store.webhook_counts().await.unwrap().pending, 0);
+
+    let created = endpoint(&store, &[EventType::MemberCreated], 1000).await;
+    let deleted = endpoint(&store, &[EventType::MemberDeleted], 1000).await;
+    onboard(&store, "bob@example.org", &[]).await;
+    assert_eq!(statuses(&store, &created).await.len(), 1);
+    assert!(statuses(&store, &deleted).await.is_empty());
+
+    let patch = WebhookPatch {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    let off = store
+        .update_webhook(&created, patch, audit("webhook.updated"), 1001)
+        .await
+        .unwrap()
+        .expect("known");
+    assert!(!off.enabled);
+    assert_eq!(off.disabled_reason.as_deref(), Some("disabled by an admin"));
+    onboard(&store, "carl@example.org", &[]).await;
+    assert_eq!(
+        statuses(&store, &created).await.len(),
+        1,
+        "none while disabled"
+    );
+}
+
+async fn a_lease_hands_each_delivery_to_one_claimer_until_it_runs_out(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let hook = endpoint(&store, &[EventType::MemberCreated], 1000).await;
+    onboard(&store, "ann@example.org", &[]).await;
+    let now = NOW + 10;
+    let first = claim(&store, now).await;
+    assert_eq!(first.len(), 1);
+    assert!(claim(&store, now).await.is_empty(), "leased");
+    assert_eq!(claim(&store, now + LEASE).await, first, "the lease ran out");
+
+    let outcome = WebhookResult::Retry {
+        next_attempt_at: now + 500,
+        status: Some(500),
+        error: "HTTP 500".into(),
+    };
+    store
+        .finish_webhooks(&[(first[0].clone(), outcome)], 86_400, now + LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&store, &hook).await,
+        [(DeliveryStatus::Pending, 1)]
+    );
+    let failing = store.webhook(&hook).await.unwrap().unwrap();
+    assert_eq!(failing.failing_since, Some(now + LEASE));
+    assert!(claim(&store, now + 499).await.is_empty());
+
+    let delivered = WebhookResult::Delivered { status: 204 };
+    store
+        .finish_webhooks(&[(first[0].clone(), delivered.clone())], 86_400, now + 500)
+        .await
+        .unwrap();
+    // A late outcome of an earlier lease does not undo the final state.
+    let late = WebhookResult::Failed {
+        status: None,
+        error: "late".into(),
+    };
+    store
+        .finish_webhooks(&[(first[0].clone(), late)], 86_400, now + 501)
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&store, &hook).await,
+        [(DeliveryStatus::Delivered, 2)]
+    );
+    assert_eq!(
+        store.webhook(&hook).await.unwrap().unwrap().failing_since,
+        None
+    );
+
+    let event = &first[0].1;
+    let again = store
+        .redeliver_webhook(&hook, event, audit("webhook.redelivered"), now + 600)
+        .await
+        .unwrap();
+    assert!(matches!(again, RedeliverOutcome::Queued(ref d) if d.attempts == 0));
+    assert!(matches!(
+        store
+            .redeliver_webhook(&hook, event, audit("webhook.redelivered"), now + 600)
+            .await
+            .unwrap(),
+        RedeliverOutcome::Pending
+    ));
+    assert_eq!(claim(&store, now + 600).await, first, "the same event id");
+}
+
+async fn an_endpoint_failing_past_the_limit_is_disabled_with_a_reason(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let hook = endpoint(&store, &[EventType::MemberCreated], 1000).await;
+    onboard(&store, "ann@example.org", &[]).await;
+    let now = NOW + 10;
+    let key = claim(&store, now).await.remove(0);
+    let retry = |at: i64| WebhookResult::Retry {
+        next_attempt_at: at,
+        status: None,
+        error: "cannot connect".into(),
+    };
+    store
+        .finish_webhooks(&[(key.clone(), retry(now + 100))], 3600, now)
+        .await
+        .unwrap();
+    assert!(store.webhook(&hook).await.unwrap().unwrap().enabled);
+    claim(&store, now + 3600).await;
+    store
+        .finish_webhooks(&[(key, retry(now + 7200))], 3600, now + 3600)
+        .await
+        .unwrap();
+    let disabled = store.webhook(&hook).await.unwrap().unwrap();
+    assert!(!disabled.enabled);
+    assert!(disabled.disabled_reason.unwrap().contains("cannot connect"));
+    assert_eq!(audit_rows(&store, "webhook.disabled").await.len(), 1);
+    assert!(
+        claim(&store, now + 7200).await.is_empty(),
+        "a disabled endpoint gets nothing"
+    );
+
+    assert!(
+        store
+            .delete_webhook(&hook, audit("webhook.deleted"), now)
+            .await
+            .unwrap()
+    );
+    assert!(store.webhook(&hook).await.unwrap().is_none());
+    assert_eq!(store.webhook_counts().await.unwrap().pending, 0);
+}
+
+store_tests!(
+    changes_write_events_only_for_listening_endpoints,
+    a_lease_hands_each_delivery_to_one_claimer_until_it_runs_out,
+    an_endpoint_failing_past_the_limit_is_disabled_with_a_reason,
+);
