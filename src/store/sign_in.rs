@@ -11,7 +11,7 @@ use super::audit::insert_audit;
 use super::backend::{Backend, LinkAudit, Redeemed, SqlStore};
 use super::members::load_member;
 use super::sql::{Executor, query};
-use super::webhooks::{member_data, record_event};
+use super::webhooks::{listened_to, member_data, record_event};
 use super::{
     AuditEntry, NewMagicLink, NewMail, NewSession, RateWindow, SignedIn, StoreError, StoreResult,
     schema,
@@ -234,7 +234,8 @@ impl<B: Backend> SqlStore<B> {
             },
         };
         open_session(&mut *tx, session, &member_id, created, now).await?;
-        if created {
+        // Only a first sign-in creates a member, and only a listener needs it read.
+        if created && listened_to(&mut *tx, EventType::MemberCreated).await? {
             let member = load_member(&mut *tx, &member_id, now)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("member {member_id} vanished")))?;

@@ -299,6 +299,22 @@ fn subscribed(n: usize) -> String {
     format!("enabled = TRUE AND (',' || events || ',') LIKE ${n}")
 }
 
+/// True when an enabled endpoint subscribes to `kind`: lets a path that must
+/// read to build an event's data skip the read when nobody listens.
+pub async fn listened_to(db: &mut impl Executor, kind: EventType) -> StoreResult<bool> {
+    static LISTENED: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT id FROM webhook_endpoints WHERE {} LIMIT 1",
+            subscribed(1)
+        )
+    });
+    let found: Option<(String,)> = query(&LISTENED)
+        .bind(format!("%,{kind},%"))
+        .fetch_optional(db)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Writes the event `kind` with `data` through `db`, with a pending delivery
 /// for each enabled endpoint subscribed to it: inside the change's
 /// transaction, it commits or rolls back with the change. Nothing is written
@@ -613,7 +629,8 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
         // A look on a reader first: an idle queue costs no turn of SQLite's writer.
         let due: Option<(String,)> = query(
             "SELECT event_id FROM webhook_deliveries \
-             WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1",
+             WHERE status = 'pending' AND next_attempt_at <= $1 \
+               AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = TRUE) LIMIT 1",
         )
         .bind(now)
         .fetch_optional(&mut self.backend.reader())
