@@ -11,6 +11,10 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
+#[path = "api/webhook_receiver.rs"]
+#[allow(dead_code)]
+mod webhook_receiver;
+
 fn gatehouse(cwd: &Path) -> Command {
     let mut command = Command::new(BIN);
     command.current_dir(cwd);
@@ -81,6 +85,12 @@ impl Served {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGKILL: the process ends at once, whatever it was doing.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -242,4 +252,84 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("bnid"));
+}
+
+/// The binary killed with SIGKILL after committing a change whose webhook it
+/// could not deliver yet: the next start delivers it, with the same id.
+#[tokio::test]
+async fn a_webhook_survives_a_sigkill_between_the_change_and_its_delivery() {
+    let cwd = tempfile::tempdir().unwrap();
+    let env = [
+        ("GATEHOUSE_BIND", "127.0.0.1:0"),
+        ("GATEHOUSE_BOOTSTRAP_ADMINS", "admin@example.org"),
+        ("GATEHOUSE_PUBLIC_URL", "https://id.example.org"),
+        ("GATEHOUSE_WEBHOOKS_ALLOW_INSECURE", "true"),
+        ("GATEHOUSE_WEBHOOKS_RETRY_BASE_MS", "2000"),
+        // A short timeout makes a short lease (timeout + 15 s): the killed
+        // process may have held the delivery's lease when it died.
+        ("GATEHOUSE_WEBHOOKS_TIMEOUT_SECS", "1"),
+    ];
+    let mut served = Served::start(cwd.path(), &env);
+    let client = reqwest::Client::new();
+    let response = client
+        .post(served.url("/v1/auth/magic-link"))
+        .json(&json!({ "email": "admin@example.org" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let eml = find_eml(&cwd.path().join("data/mail"));
+    let token = eml
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let tokens: Value = client
+        .post(served.url("/v1/auth/verify"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin = tokens["access_token"].as_str().unwrap().to_owned();
+
+    let mut receiver = webhook_receiver::Receiver::start().await;
+    let hook: Value = client
+        .post(served.url("/v1/admin/webhooks"))
+        .bearer_auth(&admin)
+        .json(&json!({ "url": receiver.url(), "events": ["allowlist.imported"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    receiver.set_secret(hook["secret"].as_str().unwrap());
+    receiver.stop();
+
+    let added = client
+        .post(served.url("/v1/admin/eligible-emails"))
+        .bearer_auth(&admin)
+        .json(&json!({ "email": "ann@example.org" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(added.status().is_success());
+    // The first attempt found the receiver down; the process dies before or
+    // while recording that, so the delivery may still be leased to it.
+    served.wait_for_log("webhook delivery will be retried");
+    served.kill();
+
+    receiver.restart().await;
+    let served = Served::start(cwd.path(), &env);
+    let seen = receiver.wait_for_events(1).await;
+    assert_eq!(seen[0]["event"]["type"], "allowlist.imported");
+    assert_eq!(seen[0]["event"]["data"]["batch"]["source"], "api");
+    assert_eq!(receiver.requests().len(), 1, "delivered once");
+    let log = served.terminate().join("\n");
+    assert!(log.contains("webhook worker stopped"), "{log}");
 }

@@ -125,12 +125,12 @@ impl<Q: Queue> Worker<Q> {
     /// Runs until `shutdown` turns true; the batch in hand is finished first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut clock_moves = self.clock.moves();
-        tracing::info!(queue = Q::NAME, "delivery worker started");
+        tracing::info!("{} worker started", Q::NAME);
         while !*shutdown.borrow() {
             let handled = match self.deliver_due().await {
                 Ok(count) => count,
                 Err(error) => {
-                    tracing::warn!(queue = Q::NAME, %error, "delivery worker cannot reach the store");
+                    tracing::warn!(%error, "{} worker cannot reach the store", Q::NAME);
                     0
                 }
             };
@@ -143,7 +143,7 @@ impl<Q: Queue> Worker<Q> {
                 }
             }
         }
-        tracing::info!(queue = Q::NAME, "delivery worker stopped");
+        tracing::info!("{} worker stopped", Q::NAME);
     }
 
     /// Attempts one batch of due items; returns how many were handled.

@@ -88,19 +88,9 @@ impl Queue for MailQueue {
         self.store.claim_due_mail(now, lease_secs, limit).await
     }
 
-    async fn attempt(&self, mail: &OutboxMail) -> MailResult {
-        self.attempt_one(mail).await
-    }
-
-    async fn record(&self, chunk: Vec<(OutboxMail, MailResult)>) -> Result<(), StoreError> {
-        self.record_chunk(chunk).await
-    }
-}
-
-impl MailQueue {
     /// Stores the outcomes and counts them. If the store cannot be reached, the
     /// lease runs out and the mails are attempted again: at least once, never lost.
-    async fn record_chunk(&self, chunk: Vec<(OutboxMail, MailResult)>) -> Result<(), StoreError> {
+    async fn record(&self, chunk: Vec<(OutboxMail, MailResult)>) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(chunk.len());
         for (mail, result) in chunk {
@@ -118,7 +108,7 @@ impl MailQueue {
         self.store.finish_mails(&outcomes, now).await
     }
 
-    async fn attempt_one(&self, mail: &OutboxMail) -> MailResult {
+    async fn attempt(&self, mail: &OutboxMail) -> MailResult {
         let now = self.clock.now();
         if mail.expires_at.is_some_and(|expires| expires <= now) {
             tracing::info!(mail = %mail.id, "mail expired before delivery");

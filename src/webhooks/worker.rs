@@ -59,9 +59,9 @@ pub fn webhook_worker(
         metrics,
     };
     // The lease outlasts a batch: the attempts run concurrently, each bounded
-    // by the timeout.
+    // by the timeout, and recording them takes a moment more.
     let lease = Lease {
-        secs: settings.timeout.as_secs() as i64 * 2 + 30,
+        secs: settings.timeout.as_secs() as i64 + 15,
         batch: CONCURRENCY,
     };
     Ok(Worker::new(queue, clock, lease, wake))

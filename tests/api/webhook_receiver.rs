@@ -122,7 +122,7 @@ impl Receiver {
     }
 
     async fn wait_for(&self, count: usize, file: &str) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let lines = self.lines(file);
             if lines.len() >= count {
@@ -130,7 +130,7 @@ impl Receiver {
             }
             assert!(
                 Instant::now() < deadline,
-                "{file}: {} of {count} within 20 s: {lines:?}",
+                "{file}: {} of {count} within 30 s: {lines:?}",
                 lines.len()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
