@@ -646,6 +646,26 @@ async fn two_instances_sign_with_one_key_and_see_rotation_and_revocation() {
     );
 }
 
+/// With `signing_key_rotate_days`, a key that has signed that long is rotated
+/// by gatehouse itself (checked at each reload, every second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_themselves_every_n_days() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("signing_key_rotate_days", "1")]).await;
+    let grant = app.sign_in(ADMIN).await;
+    app.clock().advance(Duration::from_secs(86_400));
+    let admin = access(&app.refresh(&grant).await);
+    eventually("a scheduled rotation", async || {
+        app.key_states(&admin)
+            .await
+            .iter()
+            .any(|(_, state)| state == "next")
+    })
+    .await;
+    let keys = app.signing_keys(&admin).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[1]["created_by"], "system");
+}
+
 /// Polls `done` until it holds, for at most 5 s (a change notice normally
 /// arrives within milliseconds; the reload interval bounds it at a second).
 async fn eventually(never: &str, mut done: impl AsyncFnMut() -> bool) {
