@@ -6,7 +6,9 @@
 //! (default 1,000,000), `GATEHOUSE_BENCH_POSTGRES_URL` (a superuser URL of a
 //! Postgres server to use; otherwise a throwaway cluster with Postgres' default
 //! durability is started from the system binaries, as the tests do;
-//! `GATEHOUSE_BENCH_BACKENDS=sqlite` skips Postgres).
+//! `GATEHOUSE_BENCH_BACKENDS=sqlite` skips Postgres; `GATEHOUSE_BENCH_BIN` runs
+//! another server binary; the server inherits the environment, so
+//! `GATEHOUSE_JWT_ALG=EdDSA` measures another signing algorithm).
 
 mod client;
 #[allow(dead_code)]
@@ -172,12 +174,18 @@ async fn run_backend(
         rss_after: server.rss_bytes(),
     });
 
-    let me = sessions
-        .iter()
-        .map(|s| Fixed::get(&addr, "/v1/me", Some(format!("Bearer {}", s.access))))
+    // Many distinct access tokens, as many clients send: each worker goes
+    // round the whole list from its own starting point.
+    let tokens = Arc::new(mint_access_tokens(&addr, &mut sessions, ME_TOKENS).await);
+    let me = (0..settings.concurrency)
+        .map(|w| RoundRobin {
+            addr: addr.clone(),
+            tokens: tokens.clone(),
+            next: w * tokens.len() / settings.concurrency,
+        })
         .collect();
     rows.push(Row {
-        scenario: "GET /v1/me (JWT)",
+        scenario: "GET /v1/me (JWT, 1,000 tokens round robin)",
         outcome: client::run(&addr, me, settings.duration).await,
         target: "≥ 0.5 × floor",
         rss_after: server.rss_bytes(),
@@ -360,6 +368,54 @@ async fn issue_api_key(addr: &str, admin_token: &str, member_id: &str) -> String
 
 fn repeat<S>(n: usize, make: impl Fn(usize) -> S) -> Vec<S> {
     (0..n).map(make).collect()
+}
+
+/// Distinct access tokens `GET /v1/me` goes round.
+const ME_TOKENS: usize = 1000;
+
+/// `total` distinct access tokens, minted by refreshing the sessions in turn
+/// (each refresh signs a new token; the earlier ones stay live). The sessions
+/// keep their newest refresh token.
+async fn mint_access_tokens(addr: &str, sessions: &mut [Session], total: usize) -> Vec<String> {
+    let mut conn = client::connect(addr).await;
+    let mut tokens = Vec::with_capacity(total);
+    for i in 0..total {
+        let session = &mut sessions[i % sessions.len()];
+        let body = format!(r#"{{"refresh_token":"{}"}}"#, session.refresh);
+        let answer = send(&mut conn, post_json(addr, "/v1/auth/refresh", body, &[]))
+            .await
+            .expect("refresh");
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let grant: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+        session.refresh = grant["refresh_token"].as_str().expect("refresh").to_owned();
+        tokens.push(grant["access_token"].as_str().expect("access").to_owned());
+    }
+    tokens
+}
+
+/// `GET /v1/me` with each token of a shared list in turn.
+struct RoundRobin {
+    addr: String,
+    tokens: Arc<Vec<String>>,
+    next: usize,
+}
+
+impl Step for RoundRobin {
+    async fn step(&mut self, conn: &mut Conn) -> Option<bool> {
+        self.next = (self.next + 1) % self.tokens.len();
+        let authorization = format!("Bearer {}", self.tokens[self.next]);
+        let answer = send(
+            conn,
+            get(&self.addr, "/v1/me", &[("authorization", &authorization)]),
+        )
+        .await;
+        Some(answer.is_some_and(|a| a.status == 200))
+    }
 }
 
 struct Session {

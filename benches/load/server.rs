@@ -6,7 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+/// The server binary: this build's, or `GATEHOUSE_BENCH_BIN` (e.g. a build of
+/// main, to measure before and after with the same load generator).
+pub fn bin() -> String {
+    std::env::var("GATEHOUSE_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gatehouse").into())
+}
 pub const ADMIN: &str = "admin@bench.example.org";
 
 pub struct Server {
@@ -36,7 +40,7 @@ pub fn bench_env(data_dir: &Path, database_url: Option<&str>) -> Vec<(String, St
 impl Server {
     pub fn start(env: &[(String, String)]) -> Self {
         let started = Instant::now();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .arg("serve")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("GATEHOUSE_LOG", "warn,gatehouse::app=info")

@@ -2,7 +2,7 @@
 //! replacement, in one transaction), `signing_keys`, and the change ticks the
 //! cached store gives the key readers.
 
-use gatehouse::store::{NewSigningKey, SigningKeyStore};
+use gatehouse::store::NewSigningKey;
 
 use super::*;
 
