@@ -19,6 +19,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -121,7 +123,7 @@ impl JwtKeys {
     ) -> Result<String, JwtError> {
         let keys = self.keyring.keys();
         let key = keys.current(now).ok_or(JwtError::NoSigningKey)?;
-        let encoding = key.encoding.as_ref().ok_or(JwtError::NoSigningKey)?;
+        let signer = key.signer.as_ref().ok_or(JwtError::NoSigningKey)?;
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -137,7 +139,18 @@ impl JwtKeys {
         let mut header = Header::new(key.algorithm);
         header.typ = Some(ACCESS_TOKEN_TYPE.into());
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, &claims, encoding).map_err(JwtError::Sign)
+        // The JWS compact serialization (RFC 7515, 7.1), signed by the key
+        // parsed once at load rather than by `jsonwebtoken::encode`, which
+        // parses it again for every token.
+        let header = serde_json::to_vec(&header).map_err(|e| JwtError::Sign(e.into()))?;
+        let claims = serde_json::to_vec(&claims).map_err(|e| JwtError::Sign(e.into()))?;
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(claims));
+        let signature = signer.sign(token.as_bytes()).map_err(JwtError::Sign)?;
+        token.push('.');
+        token.push_str(&signature);
+        Ok(token)
     }
 
     /// Verifies key, algorithm, type, signature, issuer, audience, and `exp`
@@ -194,8 +207,6 @@ mod tests {
     use crate::auth::key_material::{asymmetric_pairs, generate, hs256_pairs, jwt_algorithm};
     use crate::auth::keyring::LoadedKey;
     use crate::domain::{Email, MemberId, MemberStatus, SigningAlg};
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::EncodingKey;
 
     const HS_KID: &str = "hs256-test";
@@ -212,7 +223,7 @@ mod tests {
                 alg,
                 algorithm: Algorithm::HS256,
                 activates_at,
-                encoding: pairs.encoding,
+                signer: pairs.signer,
                 decoding: pairs.decoding,
                 public_jwk: None,
             };
@@ -225,7 +236,7 @@ mod tests {
             alg,
             algorithm: jwt_algorithm(alg),
             activates_at,
-            encoding: pairs.encoding,
+            signer: pairs.signer,
             decoding: pairs.decoding,
             public_jwk: Some(key.public_jwk),
         }

@@ -105,8 +105,31 @@ fn public_jwk(alg: SigningAlg, public: &[u8]) -> Result<(String, Value), KeyMate
 pub struct KeyPairs {
     /// `None` when the private part cannot be opened (the server secret changed):
     /// the key still verifies, but cannot sign.
-    pub encoding: Option<EncodingKey>,
+    pub signer: Option<Signer>,
     pub decoding: DecodingKey,
+}
+
+/// A private key parsed once, so that signing a token costs one signature.
+/// (`jsonwebtoken::encode` parses the PKCS#8 document on every call, which for
+/// ES256 and EdDSA costs a scalar multiplication, as much as the signature.)
+pub enum Signer {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+    Hs256(EncodingKey),
+}
+
+impl Signer {
+    /// The JWS signature of `message`, base64url-encoded.
+    pub fn sign(&self, message: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
+        match self {
+            Self::Es256(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map(|signature| URL_SAFE_NO_PAD.encode(signature.as_ref()))
+                .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey.into()),
+            Self::EdDsa(pair) => Ok(URL_SAFE_NO_PAD.encode(pair.sign(message).as_ref())),
+            Self::Hs256(key) => jsonwebtoken::crypto::sign(message, key, Algorithm::HS256),
+        }
+    }
 }
 
 pub fn jwt_algorithm(alg: SigningAlg) -> Algorithm {
@@ -120,7 +143,7 @@ pub fn jwt_algorithm(alg: SigningAlg) -> Algorithm {
 /// The HS256 key: the server secret itself.
 pub fn hs256_pairs(secret: &ServerSecret) -> KeyPairs {
     KeyPairs {
-        encoding: Some(EncodingKey::from_secret(secret.bytes())),
+        signer: Some(Signer::Hs256(EncodingKey::from_secret(secret.bytes()))),
         decoding: DecodingKey::from_secret(secret.bytes()),
     }
 }
@@ -150,28 +173,25 @@ pub fn asymmetric_pairs(
         SigningAlg::Hs256 => return Err(unreadable("an HS256 key has no public JWK".into())),
     }
     .map_err(|e| unreadable(format!("public key: {e}")))?;
-    let encoding = match pkcs8 {
+    let signer = match pkcs8 {
         None => None,
         Some(der) => {
-            let valid = match alg {
+            let signer = match alg {
                 SigningAlg::Es256 => EcdsaKeyPair::from_pkcs8(
                     &ECDSA_P256_SHA256_FIXED_SIGNING,
                     der,
                     &SystemRandom::new(),
                 )
-                .is_ok(),
-                _ => Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).is_ok(),
+                .map(Signer::Es256)
+                .ok(),
+                _ => Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                    .map(Signer::EdDsa)
+                    .ok(),
             };
-            if !valid {
-                return Err(unreadable(format!("private key is not an {alg} key")));
-            }
-            Some(match alg {
-                SigningAlg::Es256 => EncodingKey::from_ec_der(der),
-                _ => EncodingKey::from_ed_der(der),
-            })
+            Some(signer.ok_or_else(|| unreadable(format!("private key is not an {alg} key")))?)
         }
     };
-    Ok(KeyPairs { encoding, decoding })
+    Ok(KeyPairs { signer, decoding })
 }
 
 #[cfg(test)]
@@ -188,10 +208,18 @@ mod tests {
             let pairs =
                 asymmetric_pairs(&key.kid, alg, &key.public_jwk.to_string(), Some(&key.pkcs8))
                     .unwrap();
-            let header = jsonwebtoken::Header::new(jwt_algorithm(alg));
-            let token =
-                jsonwebtoken::encode(&header, &json!({"a": 1}), pairs.encoding.as_ref().unwrap())
-                    .unwrap();
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}"}}"#)),
+                URL_SAFE_NO_PAD.encode(r#"{"a":1}"#)
+            );
+            let signature = pairs
+                .signer
+                .as_ref()
+                .unwrap()
+                .sign(input.as_bytes())
+                .unwrap();
+            let token = format!("{input}.{signature}");
             let mut validation = jsonwebtoken::Validation::new(jwt_algorithm(alg));
             validation.required_spec_claims.clear();
             validation.validate_exp = false;

@@ -16,10 +16,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 
 use super::jwt::Claims;
+use super::key_material::Signer;
 use crate::domain::SigningAlg;
 
 /// Verified tokens remembered per key set, before the memory is emptied.
@@ -88,7 +89,8 @@ pub struct LoadedKey {
     pub alg: SigningAlg,
     pub algorithm: jsonwebtoken::Algorithm,
     pub activates_at: i64,
-    pub encoding: Option<EncodingKey>,
+    /// `None` when the private key cannot be opened: it verifies, but cannot sign.
+    pub signer: Option<Signer>,
     pub decoding: DecodingKey,
     /// The public JWK, for the JWKS; `None` for HS256.
     pub public_jwk: Option<Value>,

@@ -327,7 +327,7 @@ impl SigningKeys {
         let desired = self.desired_alg().await?;
         let system = KeyActor::new(SYSTEM, None);
         match keys.current(now) {
-            Some(current) if current.encoding.is_some() => {
+            Some(current) if current.signer.is_some() => {
                 let pending_alg = keys.pending(now).map(|key| key.alg);
                 if current.alg == desired || pending_alg == Some(desired) {
                     return Ok(());
@@ -495,7 +495,7 @@ impl SigningKeys {
             alg,
             algorithm: jwt_algorithm(alg),
             activates_at: row.activates_at,
-            encoding: pairs.encoding,
+            signer: pairs.signer,
             decoding: pairs.decoding,
             public_jwk,
         }))
