@@ -113,7 +113,9 @@ fn total_memory_mib() -> u64 {
 /// One row of the table.
 struct Row {
     scenario: &'static str,
-    outcome: Outcome,
+    /// What the clients saw, and the server's CPU time per request: the
+    /// latter holds still when other processes take the cores.
+    outcome: (Outcome, f64),
     target: &'static str,
     /// The server's resident memory right after the scenario.
     rss_after: u64,
@@ -158,7 +160,8 @@ async fn run_backend(
     }
 
     let mut rows = Vec::new();
-    let floor = client::run(
+    let floor = measured(
+        &server,
         &addr,
         repeat(settings.concurrency, |_| {
             Fixed::get(&addr, "/healthz", None)
@@ -166,7 +169,7 @@ async fn run_backend(
         settings.duration,
     )
     .await;
-    let floor_rate = floor.rate();
+    let floor_rate = floor.0.rate();
     rows.push(Row {
         scenario: "GET /healthz (floor)",
         outcome: floor,
@@ -186,7 +189,7 @@ async fn run_backend(
         .collect();
     rows.push(Row {
         scenario: "GET /v1/me (JWT, 1,000 tokens round robin)",
-        outcome: client::run(&addr, me, settings.duration).await,
+        outcome: measured(&server, &addr, me, settings.duration).await,
         target: "≥ 0.5 × floor",
         rss_after: server.rss_bytes(),
     });
@@ -199,8 +202,8 @@ async fn run_backend(
             next: w * 31,
         })
         .collect();
-    let magic = client::run(&addr, links, settings.duration).await;
-    let expected_mail = sent_before + (magic.requests - magic.errors) as usize;
+    let magic = measured(&server, &addr, links, settings.duration).await;
+    let expected_mail = sent_before + (magic.0.requests - magic.0.errors) as usize;
     rows.push(Row {
         scenario: "POST /v1/auth/magic-link",
         outcome: magic,
@@ -223,7 +226,7 @@ async fn run_backend(
         .collect();
     rows.push(Row {
         scenario: "POST /v1/auth/verify",
-        outcome: client::run(&addr, verifiers, settings.duration).await,
+        outcome: measured(&server, &addr, verifiers, settings.duration).await,
         target: "≥ 2,000/s (SQLite)",
         rss_after: server.rss_bytes(),
     });
@@ -234,7 +237,7 @@ async fn run_backend(
         .collect();
     rows.push(Row {
         scenario: "GET /v1/me (API key, warm)",
-        outcome: client::run(&addr, keyed, settings.duration).await,
+        outcome: measured(&server, &addr, keyed, settings.duration).await,
         target: "≥ 0.45 × floor",
         rss_after: server.rss_bytes(),
     });
@@ -248,7 +251,7 @@ async fn run_backend(
         .collect();
     rows.push(Row {
         scenario: "POST /v1/auth/refresh",
-        outcome: client::run(&addr, refreshers, settings.duration).await,
+        outcome: measured(&server, &addr, refreshers, settings.duration).await,
         target: "≥ 3,000/s (SQLite)",
         rss_after: server.rss_bytes(),
     });
@@ -260,17 +263,21 @@ async fn run_backend(
     restarted.stop();
 
     println!("## {backend}\n");
-    println!("| scenario | requests/s | × floor | p50 ms | p99 ms | errors | RSS after | target |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!(
+        "| scenario | requests/s | × floor | p50 ms | p99 ms | errors | server CPU µs/req | RSS after | target |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for row in &rows {
+        let (outcome, cpu_us) = (&row.outcome.0, row.outcome.1);
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0} MB | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0} | {:.0} MB | {} |",
             row.scenario,
-            row.outcome.rate(),
-            row.outcome.rate() / floor_rate,
-            row.outcome.p50_ms(),
-            row.outcome.p99_ms(),
-            row.outcome.errors,
+            outcome.rate(),
+            outcome.rate() / floor_rate,
+            outcome.p50_ms(),
+            outcome.p99_ms(),
+            outcome.errors,
+            cpu_us,
             row.rss_after as f64 / 1e6,
             row.target
         );
@@ -364,6 +371,20 @@ async fn issue_api_key(addr: &str, admin_token: &str, member_id: &str) -> String
     );
     let issued: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
     issued["key"].as_str().expect("key").to_owned()
+}
+
+/// Runs a scenario; what the clients saw, and the server's CPU time per request in µs.
+async fn measured<S: Step>(
+    server: &Server,
+    addr: &str,
+    steps: Vec<S>,
+    duration: Duration,
+) -> (Outcome, f64) {
+    let cpu_before = server.cpu_secs();
+    let outcome = client::run(addr, steps, duration).await;
+    let cpu = server.cpu_secs() - cpu_before;
+    let per_request = cpu * 1e6 / outcome.requests.max(1) as f64;
+    (outcome, per_request)
 }
 
 fn repeat<S>(n: usize, make: impl Fn(usize) -> S) -> Vec<S> {

@@ -79,6 +79,21 @@ impl Server {
         rss_of(self.child.id())
     }
 
+    /// CPU time (user + system) the server has used so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesized name,
+        // in clock ticks (USER_HZ, 100 on Linux).
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let ticks =
+                    fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+                Some(ticks as f64 / 100.0)
+            })
+            .unwrap_or(0.0)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
