@@ -9,6 +9,7 @@
 mod api_key;
 mod jwt;
 mod key_material;
+mod key_vault;
 mod keyring;
 mod keys;
 mod principal;

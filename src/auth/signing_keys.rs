@@ -22,34 +22,27 @@
 //! case a notice is missed or none exists (the CLI writing to SQLite beside a
 //! running server), every [`RELOAD_EVERY`].
 //!
-//! Private keys are stored sealed with a key derived from the server secret.
-//! An HS256 key stores a sealed marker instead: the server secret itself signs,
-//! and a row sealed under another secret is recognized as unusable.
+//! Private keys are stored sealed with a key derived from the server secret
+//! (`key_vault.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngCore;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 
 use super::jwt::LEEWAY_SECS;
-use super::key_material::{
-    KeyMaterialError, asymmetric_pairs, generate, hs256_pairs, jwt_algorithm,
-};
-use super::keyring::{KeySet, KeyState, Keyring, LoadedKey, key_states};
+use super::key_material::KeyMaterialError;
+use super::key_vault::KeyVault;
+use super::keyring::{KeySet, KeyState, Keyring, key_states};
 use super::keys::ServerSecret;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::SigningAlg;
-use crate::mail::Sealer;
-use crate::store::{AuditEntry, DynStore, MemberFilter, NewSigningKey, SigningKeyRow, StoreError};
+use crate::store::{AuditEntry, DynStore, MemberFilter, SigningKeyRow, StoreError};
 
 /// How often the keys are reloaded even when no change was reported.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
-
-/// What an HS256 row seals: it opens only under the secret that signs.
-const HS256_MARKER: &[u8] = b"gatehouse HS256: the server secret signs";
 
 /// The audit actor of what gatehouse does by itself.
 const SYSTEM: &str = "system";
@@ -133,8 +126,7 @@ impl KeyActor {
 pub struct SigningKeys {
     store: DynStore,
     clock: Clock,
-    secret: ServerSecret,
-    sealer: Sealer,
+    vault: KeyVault,
     policy: KeyPolicy,
     keyring: Arc<Keyring>,
     /// The rows the keyring was built from, to rebuild only on a change.
@@ -154,8 +146,7 @@ impl SigningKeys {
         let keys = Self {
             store,
             clock,
-            sealer: Sealer::new(secret.derive("signing key sealing key")),
-            secret: secret.clone(),
+            vault: KeyVault::new(secret),
             policy,
             keyring: Arc::new(Keyring::new(KeySet::empty())),
             loaded: Mutex::new(None),
@@ -246,7 +237,7 @@ impl SigningKeys {
             .is_some_and(|key| key.kid == kid);
         let replacement = if signing {
             let alg = self.desired_alg().await?;
-            Some(self.new_key(alg, now, &actor.id)?)
+            Some(self.vault.create(alg, now, &actor.id)?)
         } else {
             None
         };
@@ -271,7 +262,8 @@ impl SigningKeys {
         if loaded.as_ref() == Some(&rows) {
             return Ok(());
         }
-        self.keyring.replace(self.build(&rows));
+        self.keyring
+            .replace(self.vault.key_set(&rows, self.clock.now(), self.grace()));
         *loaded = Some(rows);
         Ok(())
     }
@@ -381,7 +373,7 @@ impl SigningKeys {
         action: &'static str,
         now: i64,
     ) -> Result<String, SigningKeyError> {
-        let key = self.new_key(alg, activates_at, &actor.id)?;
+        let key = self.vault.create(alg, activates_at, &actor.id)?;
         let kid = key.kid.clone();
         let audit = actor
             .audit(action)
@@ -390,38 +382,6 @@ impl SigningKeys {
         self.store.add_signing_key(key, audit, now).await?;
         self.reload().await?;
         Ok(kid)
-    }
-
-    fn new_key(
-        &self,
-        alg: SigningAlg,
-        activates_at: i64,
-        created_by: &str,
-    ) -> Result<NewSigningKey, SigningKeyError> {
-        let (kid, public_jwk, sealed) = if alg.is_asymmetric() {
-            let key = generate(alg)?;
-            (
-                key.kid,
-                Some(key.public_jwk.to_string()),
-                self.sealer.seal(&key.pkcs8),
-            )
-        } else {
-            let mut id = [0u8; 8];
-            rand::rngs::OsRng.fill_bytes(&mut id);
-            (
-                format!("hs256-{}", hex::encode(id)),
-                None,
-                self.sealer.seal(HS256_MARKER),
-            )
-        };
-        Ok(NewSigningKey {
-            kid,
-            alg: alg.as_str().to_owned(),
-            public_jwk,
-            private_sealed: Some(sealed),
-            created_by: Some(created_by.to_owned()),
-            activates_at,
-        })
     }
 
     async fn info(&self, kid: &str) -> Result<KeyInfo, SigningKeyError> {
@@ -434,70 +394,5 @@ impl SigningKeys {
 
     fn grace(&self) -> i64 {
         self.policy.grace.as_secs() as i64
-    }
-
-    /// The live keys of `rows` that this process can use, decoded.
-    fn build(&self, rows: &[SigningKeyRow]) -> KeySet {
-        let keys: Vec<LoadedKey> = rows
-            .iter()
-            .filter(|row| row.revoked_at.is_none())
-            .filter_map(|row| match self.load(row) {
-                Ok(key) => key,
-                Err(error) => {
-                    tracing::warn!(kid = %row.kid, %error, "ignoring an unreadable signing key");
-                    None
-                }
-            })
-            .collect();
-        // Keys retired by now never come back: leave them out.
-        let timeline: Vec<(i64, bool)> = keys.iter().map(|k| (k.activates_at, false)).collect();
-        let states = key_states(&timeline, self.clock.now(), self.grace());
-        let live = keys
-            .into_iter()
-            .zip(states)
-            .filter(|(_, (state, _))| *state != KeyState::Retired)
-            .map(|(key, _)| key)
-            .collect();
-        KeySet::new(live, self.grace())
-    }
-
-    fn load(&self, row: &SigningKeyRow) -> Result<Option<LoadedKey>, KeyMaterialError> {
-        let unreadable = |reason: &str| KeyMaterialError::Unreadable {
-            kid: row.kid.clone(),
-            reason: reason.to_owned(),
-        };
-        let alg: SigningAlg = row
-            .alg
-            .parse()
-            .map_err(|_| unreadable("unknown algorithm"))?;
-        let private = row
-            .private_sealed
-            .as_deref()
-            .and_then(|sealed| self.sealer.open(sealed).ok());
-        let (pairs, public_jwk) = if alg.is_asymmetric() {
-            let public_jwk = row
-                .public_jwk
-                .as_deref()
-                .ok_or_else(|| unreadable("no public key"))?;
-            if private.is_none() {
-                tracing::warn!(kid = %row.kid, "the private key cannot be opened with this server secret: it verifies but cannot sign");
-            }
-            let pairs = asymmetric_pairs(&row.kid, alg, public_jwk, private.as_deref())?;
-            (pairs, serde_json::from_str(public_jwk).ok())
-        } else if private.as_deref() == Some(HS256_MARKER) {
-            (hs256_pairs(&self.secret), None)
-        } else {
-            // An HS256 key of another server secret: nothing here can check it.
-            return Ok(None);
-        };
-        Ok(Some(LoadedKey {
-            kid: row.kid.clone(),
-            alg,
-            algorithm: jwt_algorithm(alg),
-            activates_at: row.activates_at,
-            signer: pairs.signer,
-            decoding: pairs.decoding,
-            public_jwk,
-        }))
     }
 }
