@@ -26,6 +26,7 @@ use crate::mail::{Mailer, Sealer, transport_from_settings};
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
 use crate::templates::Templates;
+use crate::web::{Console, ConsoleSettings};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -68,6 +69,7 @@ pub struct AppState {
     pub mailer: Arc<Mailer>,
     pub templates: Arc<Templates>,
     pub metrics: Arc<Metrics>,
+    pub console: Arc<Console>,
 }
 
 pub struct Application {
@@ -176,17 +178,40 @@ impl Application {
             metrics.clone(),
         );
 
+        let admin = Arc::new(AdminService::new(
+            store.clone(),
+            clock.clone(),
+            mailer.wake_signal(),
+        ));
+        let auth = Arc::new(auth);
+        let console = Arc::new(Console::new(
+            admin.clone(),
+            auth.clone(),
+            store.clone(),
+            clock.clone(),
+            templates.clone(),
+            &secret,
+            TrustedProxies::new(&settings.trusted_proxies),
+            ConsoleSettings {
+                org_name: settings.mail.org_name.clone(),
+                public_url: public_url.clone(),
+                idle: settings.console_idle,
+                max_form_bytes: settings.max_body_bytes,
+                max_upload_bytes: settings.max_import_bytes,
+            },
+        ));
         let state = Arc::new(AppState {
             settings,
             public_url,
-            admin: Arc::new(AdminService::new(store.clone(), clock.clone())),
+            admin,
             signing_keys,
             clock,
             store,
-            auth: Arc::new(auth),
+            auth,
             mailer,
             templates,
             metrics,
+            console,
         });
         Ok(Self {
             acceptor,
@@ -264,6 +289,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         org_name: state.settings.mail.org_name.clone(),
         public_url: state.public_url.clone(),
         proxies: proxies.clone(),
+        console: state.console.clone(),
     });
     let metrics = MetricsSources {
         metrics: state.metrics.clone(),
@@ -282,6 +308,11 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             get(crate::api::pages::confirm_page).post(
                 crate::api::pages::confirm.around(move |ep, req| limit_body(ep, req, limits)),
             ),
+        )
+        .nest(
+            crate::web::CONSOLE_PATH,
+            crate::web::routes(state.console.clone())
+                .around(move |ep, req| limit_body(ep, req, limits)),
         )
         .at("/metrics", get(crate::api::metrics::metrics))
         .at("/openapi.json", spec)

@@ -92,7 +92,8 @@ pub async fn create_api_key(
         expires_in_days: None,
         roles: None,
     };
-    let (_, issued) = AdminService::new(store, clock)
+    let (_, issued) = // No worker runs in this process; the server's polls the outbox.
+    AdminService::new(store, clock, Default::default())
         .issue_key(&Actor::cli(), &member.id, &request)
         .await?;
     Ok(issued.key.expose())

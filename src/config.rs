@@ -53,6 +53,7 @@ pub const KEYS: &[&str] = &[
     "trusted_proxies",
     "max_body_bytes",
     "max_import_bytes",
+    "console_idle_minutes",
     "log",
 ];
 
@@ -202,6 +203,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     pub max_body_bytes: usize,
     pub max_import_bytes: usize,
+    /// An admin console session ends after this long without a request.
+    pub console_idle: Duration,
     pub log: String,
 }
 
@@ -388,6 +391,13 @@ impl Settings {
                 "max_import_bytes",
                 Some(256 << 20),
             )?,
+            console_idle: secs(
+                parse_or::<u64>(
+                    get("console_idle_minutes"),
+                    "console_idle_minutes",
+                    Some(30),
+                )? * 60,
+            ),
             log: get("log").unwrap_or("info").to_owned(),
         })
     }

@@ -338,6 +338,17 @@ impl From<crate::import::ImportError> for ApiError {
     }
 }
 
+impl From<crate::admin::KeyRequestError> for ApiError {
+    fn from(err: crate::admin::KeyRequestError) -> Self {
+        use crate::admin::KeyRequestError;
+        let code = match err {
+            KeyRequestError::Name => "invalid_name",
+            KeyRequestError::Expiry => "invalid_expiry",
+        };
+        Self::unprocessable(code, err.to_string())
+    }
+}
+
 impl From<crate::admin::AdminError> for ApiError {
     fn from(err: crate::admin::AdminError) -> Self {
         use crate::admin::AdminError;
@@ -348,6 +359,9 @@ impl From<crate::admin::AdminError> for ApiError {
             err @ AdminError::SelfAction(_) => Self::conflict("self_action", err.to_string()),
             err @ AdminError::RoleNotHeld(_) => {
                 Self::unprocessable("role_not_held", err.to_string())
+            }
+            err @ AdminError::MailNotFailed(_) => {
+                Self::conflict("mail_not_failed", err.to_string())
             }
         }
     }

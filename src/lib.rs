@@ -13,3 +13,4 @@ pub mod mail;
 pub mod metrics;
 pub mod store;
 pub mod templates;
+pub mod web;

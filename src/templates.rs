@@ -36,6 +36,70 @@ const EMBEDDED: &[(&str, &str)] = &[
         "pages/error.html",
         include_str!("../templates/pages/error.html"),
     ),
+    (
+        "console/layout.html",
+        include_str!("../templates/console/layout.html"),
+    ),
+    (
+        "console/macros.html",
+        include_str!("../templates/console/macros.html"),
+    ),
+    (
+        "console/message.html",
+        include_str!("../templates/console/message.html"),
+    ),
+    (
+        "console/sign_in.html",
+        include_str!("../templates/console/sign_in.html"),
+    ),
+    (
+        "console/sign_in_sent.html",
+        include_str!("../templates/console/sign_in_sent.html"),
+    ),
+    (
+        "console/overview.html",
+        include_str!("../templates/console/overview.html"),
+    ),
+    (
+        "console/roster.html",
+        include_str!("../templates/console/roster.html"),
+    ),
+    (
+        "console/roster_report.html",
+        include_str!("../templates/console/roster_report.html"),
+    ),
+    (
+        "console/members.html",
+        include_str!("../templates/console/members.html"),
+    ),
+    (
+        "console/member.html",
+        include_str!("../templates/console/member.html"),
+    ),
+    (
+        "console/member_new.html",
+        include_str!("../templates/console/member_new.html"),
+    ),
+    (
+        "console/key_issued.html",
+        include_str!("../templates/console/key_issued.html"),
+    ),
+    (
+        "console/roles.html",
+        include_str!("../templates/console/roles.html"),
+    ),
+    (
+        "console/api_keys.html",
+        include_str!("../templates/console/api_keys.html"),
+    ),
+    (
+        "console/audit.html",
+        include_str!("../templates/console/audit.html"),
+    ),
+    (
+        "console/mail.html",
+        include_str!("../templates/console/mail.html"),
+    ),
 ];
 
 pub struct Templates {
@@ -63,6 +127,11 @@ impl Templates {
                 .find(|(n, _)| *n == name)
                 .map(|(_, text)| (*text).to_owned()))
         });
+        env.add_filter("datetime", |unix: i64| {
+            format_time(unix, "%-d %b %Y, %H:%M UTC")
+        });
+        env.add_filter("date", |unix: i64| format_time(unix, "%-d %b %Y"));
+        env.add_filter("iso", |unix: i64| format_time(unix, "%Y-%m-%dT%H:%M:%SZ"));
         for (name, _) in EMBEDDED {
             env.get_template(name)?;
         }
@@ -76,4 +145,11 @@ impl Templates {
     ) -> Result<String, minijinja::Error> {
         self.env.get_template(name)?.render(context)
     }
+}
+
+/// A unix time in UTC, for pages (`{{ t | datetime }}`, `| date`, `| iso`).
+fn format_time(unix: i64, format: &str) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.format(format).to_string())
+        .unwrap_or_default()
 }

@@ -17,6 +17,38 @@ pub struct KeyRequest {
     pub roles: Option<Vec<Role>>,
 }
 
+/// Why a key cannot be asked for as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRequestError {
+    #[error("a key's name is 1 to 100 characters")]
+    Name,
+    #[error("a key lasts at least 1 day")]
+    Expiry,
+}
+
+impl KeyRequest {
+    /// A request with a trimmed name of 1 to 100 characters and, if it expires,
+    /// a lifetime of at least a day.
+    pub fn new(
+        name: &str,
+        expires_in_days: Option<u32>,
+        roles: Option<Vec<Role>>,
+    ) -> Result<Self, KeyRequestError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(KeyRequestError::Name);
+        }
+        if expires_in_days == Some(0) {
+            return Err(KeyRequestError::Expiry);
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            expires_in_days,
+            roles,
+        })
+    }
+}
+
 /// A freshly issued key: the only moment its secret exists outside the client.
 #[derive(Debug, Clone)]
 pub struct IssuedKey {

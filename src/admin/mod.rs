@@ -3,17 +3,22 @@
 //! Handlers parse HTTP into these calls; the CLI calls them too.
 
 mod keys;
+mod mail;
 mod members;
+mod roster;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-pub use keys::{IssuedKey, KeyRequest};
+use tokio::sync::Notify;
+
+pub use keys::{IssuedKey, KeyRequest, KeyRequestError};
 pub use members::Onboarding;
 
 use crate::auth::{AuthError, Principal};
 use crate::clock::Clock;
 use crate::domain::MemberId;
-use crate::store::{AuditEntry, DynStore, StoreError};
+use crate::store::{AuditEntry, DynStore, MailStatus, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -28,6 +33,8 @@ pub enum AdminError {
     SelfAction(&'static str),
     #[error("the member does not hold the role `{0}`, so a key cannot carry it")]
     RoleNotHeld(String),
+    #[error("only a failed mail can be retried; this one is {}", .0.as_str())]
+    MailNotFailed(MailStatus),
 }
 
 /// Who acts, as the audit log records them.
@@ -72,11 +79,17 @@ impl Actor {
 pub struct AdminService {
     store: DynStore,
     clock: Clock,
+    /// Rings the mail worker when a mail is queued again.
+    mail_wake: Arc<Notify>,
 }
 
 impl AdminService {
-    pub fn new(store: DynStore, clock: Clock) -> Self {
-        Self { store, clock }
+    pub fn new(store: DynStore, clock: Clock, mail_wake: Arc<Notify>) -> Self {
+        Self {
+            store,
+            clock,
+            mail_wake,
+        }
     }
 
     pub fn store(&self) -> &DynStore {

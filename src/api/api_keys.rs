@@ -37,19 +37,6 @@ pub struct KeyRequestBody {
 
 impl KeyRequestBody {
     pub fn parse(self) -> Result<KeyRequest, ApiError> {
-        let name = self.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(ApiError::unprocessable(
-                "invalid_name",
-                "name is 1 to 100 characters",
-            ));
-        }
-        if self.expires_in_days == Some(0) {
-            return Err(ApiError::unprocessable(
-                "invalid_expiry",
-                "expires_in_days is at least 1",
-            ));
-        }
         let roles = self
             .roles
             .map(|roles| {
@@ -59,11 +46,7 @@ impl KeyRequestBody {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
-        Ok(KeyRequest {
-            name,
-            expires_in_days: self.expires_in_days,
-            roles,
-        })
+        Ok(KeyRequest::new(&self.name, self.expires_in_days, roles)?)
     }
 }
 

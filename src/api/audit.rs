@@ -102,33 +102,37 @@ impl AuditApi {
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<CsvResponse, ApiError> {
         let base = filter(actor, action, target, since, until);
-        let store = self.store.clone();
-        let header = ["id", "at", "actor", "action", "target", "details", "ip"];
-        Ok(paging::csv_export("audit.csv", &header, move |before| {
-            let (store, mut filter) = (store.clone(), base.clone());
-            async move {
-                filter.before = before;
-                filter.limit = paging::EXPORT_PAGE;
-                let rows = store.list_audit(&filter).await?;
-                let next = (rows.len() as i64 == filter.limit)
-                    .then(|| rows.last().map(|r| r.id.clone()))
-                    .flatten();
-                let rows = rows
-                    .into_iter()
-                    .map(|r| {
-                        vec![
-                            r.id,
-                            timestamp(r.at).to_rfc3339(),
-                            r.actor.unwrap_or_default(),
-                            r.action,
-                            r.target.unwrap_or_default(),
-                            r.details,
-                            r.ip.unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                Ok((rows, next))
-            }
-        }))
+        Ok(audit_csv(self.store.clone(), base))
     }
+}
+
+/// The rows `base` selects as a streamed CSV download, newest first.
+pub fn audit_csv(store: DynStore, base: AuditFilter) -> CsvResponse {
+    let header = ["id", "at", "actor", "action", "target", "details", "ip"];
+    paging::csv_export("audit.csv", &header, move |before| {
+        let (store, mut filter) = (store.clone(), base.clone());
+        async move {
+            filter.before = before;
+            filter.limit = paging::EXPORT_PAGE;
+            let rows = store.list_audit(&filter).await?;
+            let next = (rows.len() as i64 == filter.limit)
+                .then(|| rows.last().map(|r| r.id.clone()))
+                .flatten();
+            let rows = rows
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        r.id,
+                        timestamp(r.at).to_rfc3339(),
+                        r.actor.unwrap_or_default(),
+                        r.action,
+                        r.target.unwrap_or_default(),
+                        r.details,
+                        r.ip.unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            Ok((rows, next))
+        }
+    })
 }

@@ -26,7 +26,8 @@ pub async fn limit_body<E: Endpoint>(
     mut req: Request,
     limits: (usize, usize),
 ) -> poem::Result<Response> {
-    let limit = if req.uri().path() == IMPORT_PATH {
+    let path = req.uri().path();
+    let limit = if path == IMPORT_PATH || path == crate::web::UPLOAD_PATH {
         limits.1
     } else {
         limits.0

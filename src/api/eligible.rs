@@ -92,7 +92,7 @@ enum Upserted {
 /// A batch id: 1 to 64 characters of letters, digits, `-`, `_` and `.`.
 pub(crate) fn batch_id(given: Option<&str>) -> Result<String, ApiError> {
     match given.map(str::trim) {
-        None | Some("") => Ok(format!("batch-{}", uuid::Uuid::now_v7())),
+        None | Some("") => Ok(crate::import::new_batch_id()),
         Some(id)
             if id.len() <= 64
                 && id

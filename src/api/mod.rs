@@ -117,12 +117,13 @@ pub fn service(services: &ApiServices, server: &str) -> OpenApiService<Apis, ()>
             proxies: s.proxies.clone(),
         },
         outbox::OutboxApi {
+            admin: s.admin.clone(),
             store: s.store.clone(),
             clock: s.clock.clone(),
-            mailer: s.mailer.clone(),
             proxies: s.proxies.clone(),
         },
         roster::RosterApi {
+            admin: s.admin.clone(),
             store: s.store.clone(),
             clock: s.clock.clone(),
             proxies: s.proxies.clone(),

@@ -12,12 +12,10 @@ use poem_openapi::{Enum, Object, OpenApi};
 
 use super::views::timestamp;
 use super::{ApiTags, BearerAuth, TrustedProxies};
+use crate::admin::{Actor, AdminService};
 use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::mail::Mailer;
-use crate::store::{
-    AuditEntry, DynStore, MailStatus, OutboxCounts, OutboxEntry, OutboxQuery, RequeueOutcome,
-};
+use crate::store::{DynStore, MailStatus, OutboxCounts, OutboxEntry, OutboxQuery};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -25,8 +23,7 @@ const MAX_LIMIT: u32 = 500;
 pub struct OutboxApi {
     pub store: DynStore,
     pub clock: Clock,
-    /// Woken when a failed mail is queued again, so it goes out at once.
-    pub mailer: Arc<Mailer>,
+    pub admin: Arc<AdminService>,
     pub proxies: TrustedProxies,
 }
 
@@ -188,27 +185,8 @@ impl OutboxApi {
         req: &Request,
     ) -> Result<Json<OutboxMailView>, ApiError> {
         let admin = auth.admin()?;
-        let audit = AuditEntry::new("outbox.retry")
-            .actor(admin.member.id.to_string())
-            .target(id.0.clone())
-            .ip(self.proxies.client_ip(req).map(|ip| ip.to_string()));
-        match self
-            .store
-            .requeue_failed_mail(&id.0, audit, self.clock.now())
-            .await?
-        {
-            RequeueOutcome::Requeued(entry) => {
-                self.mailer.wake_worker();
-                Ok(Json(entry.into()))
-            }
-            RequeueOutcome::NotFound => Err(ApiError::NotFound("no such mail".into())),
-            RequeueOutcome::NotFailed(status) => Err(ApiError::conflict(
-                "mail_not_failed",
-                format!(
-                    "only a failed mail can be retried; this one is {}",
-                    status.as_str()
-                ),
-            )),
-        }
+        let actor = Actor::new(admin, self.proxies.client_ip(req));
+        let entry = self.admin.retry_mail(&actor, &id).await?;
+        Ok(Json(entry.into()))
     }
 }

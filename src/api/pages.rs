@@ -14,6 +14,7 @@ use crate::auth::{AuthError, AuthService, TokenGrant};
 use crate::domain::OpaqueToken;
 use crate::error::ApiError;
 use crate::templates::Templates;
+use crate::web::Console;
 
 /// What the pages use, put in the route's data as `Arc<SignInPages>`.
 pub struct SignInPages {
@@ -23,6 +24,8 @@ pub struct SignInPages {
     /// Where the confirm form posts to.
     pub public_url: String,
     pub proxies: TrustedProxies,
+    /// A link that leads to the admin console ends there, with a console session.
+    pub console: Arc<Console>,
 }
 
 #[derive(Deserialize)]
@@ -58,7 +61,10 @@ pub async fn confirm(
     let ip = pages.proxies.client_ip(req);
     let token = params.token.unwrap_or_default();
     match pages.auth.sign_in().redeem_token(&token, ip).await {
-        Ok(grant) => signed_in(&pages, grant),
+        Ok(grant) => match crate::web::hand_off(&pages.console, req, &grant).await {
+            Some(console_page) => console_page,
+            None => signed_in(&pages, grant),
+        },
         Err(AuthError::InvalidLink) => invalid_link_page(&pages),
         Err(other) => {
             let error = ApiError::from(other);

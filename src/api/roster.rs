@@ -1,5 +1,7 @@
 //! The allowlist as a roster: CSV imports, listing, removing, batches, export.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use poem::{Body, Request, RequestBody};
 use poem_openapi::param::{Path, Query};
@@ -15,6 +17,7 @@ use super::members::actor;
 use super::paging::{self, CsvResponse};
 use super::views::timestamp;
 use super::{AdminAuth, ApiTags};
+use crate::admin::AdminService;
 use crate::clock::Clock;
 use crate::domain::Email;
 use crate::error::ApiError;
@@ -22,6 +25,7 @@ use crate::import::{ImportContext, import_csv};
 use crate::store::{DynStore, EligibleFilter, EligibleRow};
 
 pub struct RosterApi {
+    pub admin: Arc<AdminService>,
     pub store: DynStore,
     pub clock: Clock,
     pub proxies: TrustedProxies,
@@ -276,18 +280,8 @@ impl RosterApi {
     ) -> Result<Removed, ApiError> {
         let email = Email::parse(&email)?;
         let actor = actor(&auth, &self.proxies, req);
-        let audit = actor.audit("allowlist.removed").target(email.as_str());
-        if self
-            .store
-            .remove_eligible(&email, audit, self.clock.now())
-            .await?
-        {
-            Ok(Removed::NoContent)
-        } else {
-            Err(ApiError::NotFound(
-                "the address is not on the allowlist".into(),
-            ))
-        }
+        self.admin.remove_eligible(&actor, &email).await?;
+        Ok(Removed::NoContent)
     }
 
     /// Import batches, newest first, with who, when, source and counts.
@@ -332,12 +326,7 @@ impl RosterApi {
         req: &Request,
     ) -> Result<Json<Withdrawn>, ApiError> {
         let actor = actor(&auth, &self.proxies, req);
-        let audit = actor.audit("batch.withdrawn").target(id.as_str());
-        let removed = self
-            .store
-            .withdraw_batch(&id, audit, self.clock.now())
-            .await?
-            .ok_or_else(|| ApiError::NotFound("no such batch".into()))?;
+        let removed = self.admin.withdraw_batch(&actor, &id).await?;
         Ok(Json(Withdrawn { removed }))
     }
 }

@@ -80,9 +80,21 @@ impl AuthSettings {
             access_ttl: settings.access_ttl,
             refresh_ttl: settings.refresh_ttl,
             rate_limits: settings.rate_limits.clone(),
-            allowed_redirects: settings.allowed_redirects.clone(),
+            allowed_redirects: with_own_origin(&settings.allowed_redirects, public_url),
         }
     }
+}
+
+/// The configured origins plus gatehouse's own: a link may always lead back to
+/// gatehouse's pages (the admin console asks for that).
+fn with_own_origin(configured: &[url::Origin], public_url: &str) -> Vec<url::Origin> {
+    let mut origins = configured.to_vec();
+    if let Ok(own) = url::Url::parse(public_url).map(|url| url.origin())
+        && !origins.contains(&own)
+    {
+        origins.push(own);
+    }
+    origins
 }
 
 /// The auth jobs, built once from the pieces they share.

@@ -19,6 +19,8 @@ pub struct TokenGrant {
     pub refresh_token: OpaqueToken,
     pub expires_in: u64,
     pub member: Member,
+    /// The sign-in session the tokens belong to.
+    pub session_id: String,
     /// Where the browser should go next, if the link asked for it.
     pub redirect_to: Option<RedirectTarget>,
 }
@@ -78,6 +80,7 @@ impl Sessions {
             refresh_token: refresh,
             expires_in: self.jwt.ttl().as_secs(),
             member,
+            session_id: session_id.to_owned(),
             redirect_to: None,
         })
     }

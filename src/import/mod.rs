@@ -91,6 +91,34 @@ pub struct ImportContext {
     pub now: i64,
 }
 
+/// The id of an upload that names none: `batch-` and a time-ordered UUID.
+pub fn new_batch_id() -> String {
+    format!("batch-{}", uuid::Uuid::now_v7())
+}
+
+/// Every row of a CSV roster that an import would refuse, with the reason,
+/// read and checked as an import would but written nowhere: the file an admin
+/// downloads to fix and upload again.
+pub async fn invalid_rows<R: Read + Send + 'static>(
+    store: &DynStore,
+    reader: R,
+) -> Result<Vec<(RawRow, String)>, ImportError> {
+    let known_roles = store.role_names().await?;
+    let check = move || {
+        let mut invalid = Vec::new();
+        for row in CsvRows::new(reader)? {
+            let row = row?;
+            if let Err(reason) = parse_row(&row, &known_roles) {
+                invalid.push((row, reason));
+            }
+        }
+        Ok(invalid)
+    };
+    tokio::task::spawn_blocking(check)
+        .await
+        .map_err(|_| ImportError::Interrupted)?
+}
+
 /// Imports a CSV roster read from `reader` (on the blocking pool).
 pub async fn import_csv<R: Read + Send + 'static>(
     store: &DynStore,

@@ -299,6 +299,10 @@ impl MemberStore for CachedStore {
         self.inner.list_members(filter, now).await
     }
 
+    async fn member_grants(&self, id: &MemberId, now: i64) -> StoreResult<Vec<RoleGrant>> {
+        self.inner.member_grants(id, now).await
+    }
+
     async fn set_member_status(
         &self,
         id: &MemberId,
@@ -576,5 +580,24 @@ impl SigningKeyStore for CachedStore {
 
     fn signing_key_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.freshness.signing_key_changes())
+    }
+}
+
+#[async_trait]
+impl ConsoleStore for CachedStore {
+    async fn overview(&self, now: i64) -> StoreResult<Overview> {
+        self.inner.overview(now).await
+    }
+
+    async fn stage_upload(&self, upload: &StagedUpload) -> StoreResult<()> {
+        self.inner.stage_upload(upload).await
+    }
+
+    async fn staged_upload(&self, id: &str) -> StoreResult<Option<StagedUpload>> {
+        self.inner.staged_upload(id).await
+    }
+
+    async fn discard_upload(&self, id: &str) -> StoreResult<bool> {
+        self.inner.discard_upload(id).await
     }
 }

@@ -42,6 +42,9 @@ pub trait MemberStore {
 
     async fn list_members(&self, filter: &MemberFilter, now: i64) -> StoreResult<Vec<Member>>;
 
+    /// The member's grants in force at `now`, with their expiry, by role name.
+    async fn member_grants(&self, id: &MemberId, now: i64) -> StoreResult<Vec<RoleGrant>>;
+
     /// Sets `active` or `suspended`; suspending revokes every session at once.
     /// `None` when unknown; a deleted member cannot be changed.
     async fn set_member_status(
@@ -228,6 +231,28 @@ impl<B: Backend> SqlStore<B> {
 impl<B: Backend> MemberStore for SqlStore<B> {
     async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>> {
         load_member(&mut self.backend.reader(), id.as_str(), now).await
+    }
+
+    async fn member_grants(&self, id: &MemberId, now: i64) -> StoreResult<Vec<RoleGrant>> {
+        static GRANTS: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT r.role, r.expires_at FROM member_roles r \
+                 WHERE r.member_id = $1 AND {} ORDER BY r.role",
+                schema::live_grant("r", "$2")
+            )
+        });
+        let rows: Vec<(String, Option<i64>)> = query(&GRANTS)
+            .bind(id.as_str())
+            .bind(now)
+            .fetch_all(&mut self.backend.reader())
+            .await?;
+        rows.into_iter()
+            .map(|(role, expires_at)| {
+                let role = Role::parse(&role)
+                    .map_err(|_| StoreError::Corrupt(format!("granted role `{role}`")))?;
+                Ok(RoleGrant { role, expires_at })
+            })
+            .collect()
     }
 
     async fn list_members(&self, filter: &MemberFilter, now: i64) -> StoreResult<Vec<Member>> {

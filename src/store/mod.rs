@@ -6,8 +6,8 @@
 //! - one module per area holds its trait and its operations, each a method that
 //!   reads top to bottom (its SQL, its transaction, its audit row):
 //!   `sign_in.rs`, `sessions.rs`, `members.rs`, `roles.rs`, `roster.rs`,
-//!   `api_keys.rs`, `audit.rs`, `outbox.rs`, `signing_keys.rs`, and the
-//!   housekeeping here;
+//!   `api_keys.rs`, `audit.rs`, `outbox.rs`, `signing_keys.rs`, `console.rs` (the
+//!   admin console's counts and staged uploads), and the housekeeping here;
 //! - `schema.rs` holds the rules every query shares (an active member, a live
 //!   session, a grant in force, an address that may sign in) and the member
 //!   row with its column list; `sql.rs` runs a statement on either backend;
@@ -24,6 +24,7 @@ mod audit;
 mod backend;
 mod batching;
 mod cache;
+mod console;
 mod error;
 mod members;
 mod outbox;
@@ -44,6 +45,7 @@ pub use api_keys::{ApiKeyInfo, ApiKeyRecord, ApiKeyStore, NewApiKey};
 pub use audit::{AuditFilter, AuditRow, AuditStore};
 pub use backend::{Backend, SqlStore};
 pub use cache::{CachedStore, Freshness};
+pub use console::{ConsoleStore, Overview, STAGED_UPLOAD_TTL_SECS, StagedUpload};
 pub use error::{StoreError, StoreResult};
 pub use members::{MemberFilter, MemberStore, RoleGrant};
 pub use outbox::OutboxStore;
@@ -77,6 +79,7 @@ pub trait Store:
     + AuditStore
     + OutboxStore
     + SigningKeyStore
+    + ConsoleStore
     + Send
     + Sync
     + 'static
@@ -87,7 +90,8 @@ pub trait Store:
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Deletes expired links, rate-limit windows and long-dead refresh tokens.
+    /// Deletes expired links, rate-limit windows, long-dead refresh tokens and
+    /// roster uploads that were never imported.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 }
 
@@ -112,6 +116,10 @@ impl<B: Backend> Store for SqlStore<B> {
             ("DELETE FROM magic_links WHERE expires_at < $1", now - DAY),
             ("DELETE FROM rate_limits WHERE window_start < $1", now - DAY),
             ("DELETE FROM refresh_tokens WHERE expires_at < $1", now),
+            (
+                "DELETE FROM staged_uploads WHERE created_at < $1",
+                now - STAGED_UPLOAD_TTL_SECS,
+            ),
         ] {
             purged += query(sql).bind(cutoff).execute(&mut *tx).await?;
         }

@@ -27,6 +27,7 @@ pub enum Arg<'q> {
     Text(Option<Cow<'q, str>>),
     Int(Option<i64>),
     Bool(Option<bool>),
+    Bytes(Option<Cow<'q, [u8]>>),
 }
 
 /// A row type both backends can decode.
@@ -164,5 +165,11 @@ impl From<bool> for Arg<'_> {
 impl From<Option<bool>> for Arg<'_> {
     fn from(value: Option<bool>) -> Self {
         Self::Bool(value)
+    }
+}
+
+impl<'q> From<&'q [u8]> for Arg<'q> {
+    fn from(value: &'q [u8]) -> Self {
+        Self::Bytes(Some(Cow::Borrowed(value)))
     }
 }

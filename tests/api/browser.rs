@@ -11,13 +11,13 @@ use crate::backend_tests;
 use crate::helpers::{ADMIN, Backend, TestApp};
 
 /// A chromedriver process, killed when dropped.
-struct Driver {
+pub struct Driver {
     child: Child,
     port: u16,
 }
 
 impl Driver {
-    fn start() -> Self {
+    pub fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -40,7 +40,7 @@ impl Drop for Driver {
     }
 }
 
-async fn connect(driver: &Driver, profile: &std::path::Path) -> fantoccini::Client {
+pub async fn connect(driver: &Driver, profile: &std::path::Path) -> fantoccini::Client {
     let capabilities = json!({
         "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",

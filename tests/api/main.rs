@@ -10,6 +10,8 @@ mod admin_keys;
 mod admin_members;
 mod browser;
 mod cache_across_instances;
+mod console;
+mod console_browser;
 
 mod errors;
 mod mail;

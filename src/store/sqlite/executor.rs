@@ -16,6 +16,7 @@ fn statement<'q>(
             Arg::Text(value) => statement.bind(value.as_deref()),
             Arg::Int(value) => statement.bind(*value),
             Arg::Bool(value) => statement.bind(*value),
+            Arg::Bytes(value) => statement.bind(value.as_deref()),
         })
 }
 
@@ -30,6 +31,7 @@ fn statement_as<'q, T: Row>(
             Arg::Text(value) => statement.bind(value.as_deref()),
             Arg::Int(value) => statement.bind(*value),
             Arg::Bool(value) => statement.bind(*value),
+            Arg::Bytes(value) => statement.bind(value.as_deref()),
         })
 }
 

@@ -44,6 +44,7 @@ macro_rules! store_tests {
 mod api_keys;
 mod audit;
 mod bootstrap;
+mod console;
 mod grants;
 mod health;
 mod hooks;

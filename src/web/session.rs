@@ -1,0 +1,168 @@
+//! The console's cookie session and its CSRF token.
+//!
+//! The cookie holds no secret of its own: it names a gatehouse sign-in session
+//! (member and session id) and when it was last used, under an HMAC made with a
+//! key derived from the server secret. Every request looks the session up
+//! again, so logout, suspension, losing `admin` or "revoke sessions" end the
+//! console session at the next request, on every instance. The CSRF token is an
+//! HMAC of the session id under a second key: one per session, nothing stored.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::auth::ServerSecret;
+use crate::domain::MemberId;
+
+/// The session cookie's name; the flash message's beside it.
+pub const SESSION_COOKIE: &str = "gatehouse_console";
+pub const FLASH_COOKIE: &str = "gatehouse_console_flash";
+/// Both cookies are sent only to the console.
+pub const COOKIE_PATH: &str = "/admin";
+
+/// What a valid cookie says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCookie {
+    pub member_id: MemberId,
+    pub session_id: String,
+    /// Unix seconds of the last request that refreshed the cookie.
+    pub last_seen: i64,
+}
+
+/// The two keys, derived once from the server secret.
+#[derive(Clone)]
+pub struct ConsoleKeys {
+    cookie: [u8; 32],
+    csrf: [u8; 32],
+}
+
+impl ConsoleKeys {
+    pub fn new(secret: &ServerSecret) -> Self {
+        Self {
+            cookie: secret.derive("admin console cookie"),
+            csrf: secret.derive("admin console csrf"),
+        }
+    }
+
+    /// The cookie's value: `member.session.last_seen.mac`.
+    pub fn seal(&self, cookie: &SessionCookie) -> String {
+        let body = format!(
+            "{}.{}.{}",
+            cookie.member_id, cookie.session_id, cookie.last_seen
+        );
+        let mac = URL_SAFE_NO_PAD.encode(mac(&self.cookie, body.as_bytes()));
+        format!("{body}.{mac}")
+    }
+
+    /// The cookie behind `value`, if gatehouse made it.
+    pub fn open(&self, value: &str) -> Option<SessionCookie> {
+        let (body, mac_text) = value.rsplit_once('.')?;
+        let presented = URL_SAFE_NO_PAD.decode(mac_text).ok()?;
+        let expected = mac(&self.cookie, body.as_bytes());
+        if !bool::from(presented.ct_eq(&expected)) {
+            return None;
+        }
+        let mut parts = body.split('.');
+        let member_id = MemberId::parse(parts.next()?)?;
+        let session_id = parts.next()?.to_owned();
+        let last_seen = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some(SessionCookie {
+            member_id,
+            session_id,
+            last_seen,
+        })
+    }
+
+    /// The CSRF token of a session.
+    pub fn csrf_token(&self, session_id: &str) -> String {
+        URL_SAFE_NO_PAD.encode(mac(&self.csrf, session_id.as_bytes()))
+    }
+
+    pub fn csrf_matches(&self, session_id: &str, presented: &str) -> bool {
+        bool::from(
+            self.csrf_token(session_id)
+                .as_bytes()
+                .ct_eq(presented.as_bytes()),
+        )
+    }
+}
+
+fn mac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// The value of the cookie `name` in a `Cookie` request header.
+pub fn read_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// A `Set-Cookie` value for the console: `HttpOnly`, `SameSite=Strict`, on
+/// `/admin` only, `Secure` when the public URL is https. `max_age` 0 deletes it.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> String {
+    format!(
+        "{name}={value}; Path={COOKIE_PATH}; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> ConsoleKeys {
+        ConsoleKeys::new(&ServerSecret::new(
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+        ))
+    }
+
+    fn cookie() -> SessionCookie {
+        SessionCookie {
+            member_id: MemberId::new(),
+            session_id: uuid::Uuid::new_v4().to_string(),
+            last_seen: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn a_sealed_cookie_opens_to_itself() {
+        let cookie = cookie();
+        assert_eq!(keys().open(&keys().seal(&cookie)), Some(cookie));
+    }
+
+    #[test]
+    fn a_changed_cookie_or_another_key_does_not_open() {
+        let sealed = keys().seal(&cookie());
+        let (body, mac) = sealed.rsplit_once('.').unwrap();
+        let later = body.rsplit_once('.').unwrap().0.to_owned() + ".1800000000";
+        assert_eq!(keys().open(&format!("{later}.{mac}")), None);
+        let other = ConsoleKeys::new(&ServerSecret::new(
+            b"another secret of thirty-two bytes!".to_vec(),
+        ));
+        assert_eq!(other.open(&sealed), None);
+        assert_eq!(keys().open("garbage"), None);
+        assert_eq!(keys().open(""), None);
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_one_session() {
+        let token = keys().csrf_token("s1");
+        assert!(keys().csrf_matches("s1", &token));
+        assert!(!keys().csrf_matches("s2", &token));
+        assert!(!keys().csrf_matches("s1", ""));
+    }
+
+    #[test]
+    fn reads_one_cookie_among_several() {
+        let header = "a=1; gatehouse_console=xyz.abc; b=2";
+        assert_eq!(read_cookie(header, SESSION_COOKIE), Some("xyz.abc"));
+        assert_eq!(read_cookie(header, "missing"), None);
+    }
+}
