@@ -17,6 +17,7 @@ pub mod paging;
 pub mod roles;
 pub mod roster;
 pub mod security;
+pub mod signing_keys;
 pub mod views;
 pub mod webhooks;
 
@@ -34,7 +35,7 @@ use poem_openapi::{OpenApi, OpenApiService};
 pub use security::{AdminAuth, BearerAuth, KeyAuth};
 
 use crate::admin::AdminService;
-use crate::auth::AuthService;
+use crate::auth::{AuthService, SigningKeys};
 use crate::clock::Clock;
 use crate::mail::Mailer;
 use crate::store::DynStore;
@@ -61,6 +62,9 @@ pub enum ApiTags {
     Audit,
     /// Endpoints that hear of membership changes, signed, and their deliveries (admin only).
     Webhooks,
+    /// The keys that sign access tokens: published for verifiers (JWKS, OpenID
+    /// discovery), rotated and revoked by admins.
+    SigningKeys,
     /// Liveness and readiness.
     Health,
 }
@@ -72,6 +76,7 @@ pub struct ApiServices {
     pub clock: Clock,
     pub auth: Arc<AuthService>,
     pub admin: Arc<AdminService>,
+    pub signing_keys: Arc<SigningKeys>,
     pub mailer: Arc<Mailer>,
     pub webhooks: Arc<WebhookService>,
     pub proxies: TrustedProxies,
@@ -91,6 +96,7 @@ pub type Apis = (
     api_keys::ApiKeysApi,
     audit::AuditApi,
     webhooks::WebhooksApi,
+    signing_keys::SigningKeysApi,
     health::HealthApi,
 );
 
@@ -151,6 +157,12 @@ pub fn service(services: &ApiServices, server: &str) -> OpenApiService<Apis, ()>
         },
         webhooks::WebhooksApi {
             webhooks: s.webhooks.clone(),
+            proxies: s.proxies.clone(),
+        },
+        signing_keys::SigningKeysApi {
+            keys: s.signing_keys.clone(),
+            issuer: s.auth.jwt().issuer().to_owned(),
+            jwks_uri: format!("{server}/.well-known/jwks.json"),
             proxies: s.proxies.clone(),
         },
         health::HealthApi {

@@ -8,6 +8,7 @@ mod role;
 mod rules;
 mod secret;
 mod webhook;
+mod signing_alg;
 
 pub use api_key::{ApiKey, prefix_of as api_key_prefix};
 pub use email::{Email, EmailError};
@@ -16,3 +17,4 @@ pub use role::{Role, RoleError};
 pub use rules::{Conflict, an_admin_remains, may_delete_granted_role, may_delete_role};
 pub use secret::{OpaqueToken, SignInCode, TokenHash};
 pub use webhook::EventType;
+pub use signing_alg::{SigningAlg, UnknownAlg};

@@ -57,6 +57,7 @@ mod roster;
 mod sessions;
 mod sign_in;
 mod webhooks;
+mod signing_keys;
 
 /// The stores every contract test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
