@@ -7,8 +7,8 @@ mod member;
 mod role;
 mod rules;
 mod secret;
-mod webhook;
 mod signing_alg;
+mod webhook;
 
 pub use api_key::{ApiKey, prefix_of as api_key_prefix};
 pub use email::{Email, EmailError};
@@ -16,5 +16,5 @@ pub use member::{Member, MemberId, MemberStatus};
 pub use role::{Role, RoleError};
 pub use rules::{Conflict, an_admin_remains, may_delete_granted_role, may_delete_role};
 pub use secret::{OpaqueToken, SignInCode, TokenHash};
-pub use webhook::EventType;
 pub use signing_alg::{SigningAlg, UnknownAlg};
+pub use webhook::EventType;

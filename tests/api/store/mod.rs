@@ -56,8 +56,8 @@ mod roles;
 mod roster;
 mod sessions;
 mod sign_in;
-mod webhooks;
 mod signing_keys;
+mod webhooks;
 
 /// The stores every contract test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -187,8 +187,57 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_with_a_reason(kind: Stor
     assert_eq!(store.webhook_counts().await.unwrap().pending, 0);
 }
 
+/// No event without its change: a refused change, and an import's dry run
+/// (rolled back), leave no event behind.
+async fn a_change_that_does_not_commit_leaves_no_event(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let admin = onboard(&store, "admin@example.org", &["admin"]).await;
+    let hook = endpoint(
+        &store,
+        &[EventType::MemberUpdated, EventType::AllowlistImported],
+        NOW,
+    )
+    .await;
+
+    let refused = store
+        .set_member_status(
+            &admin.id,
+            gatehouse::domain::MemberStatus::Suspended,
+            audit("member.suspended"),
+            NOW,
+        )
+        .await;
+    assert!(is_last_admin(&refused.unwrap_err()));
+    assert!(
+        import(
+            &store,
+            "dry",
+            vec![entry("ann@example.org", &[])],
+            true,
+            NOW
+        )
+        .await
+        .is_some()
+    );
+    assert!(
+        statuses(&store, &hook).await.is_empty(),
+        "nothing committed, nothing sent"
+    );
+
+    import(
+        &store,
+        "real",
+        vec![entry("ann@example.org", &[])],
+        false,
+        NOW,
+    )
+    .await;
+    assert_eq!(statuses(&store, &hook).await.len(), 1);
+}
+
 store_tests!(
     changes_write_events_only_for_listening_endpoints,
     a_lease_hands_each_delivery_to_one_claimer_until_it_runs_out,
     an_endpoint_failing_past_the_limit_is_disabled_with_a_reason,
+    a_change_that_does_not_commit_leaves_no_event,
 );
