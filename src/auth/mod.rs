@@ -28,6 +28,7 @@ pub use sign_in::{LinkRequest, SignIn};
 use crate::clock::Clock;
 use crate::config::{RateLimitSettings, Settings};
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::store::{DynStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,15 @@ impl AuthService {
             api_keys,
             jwt,
         }
+    }
+
+    /// Counts the sign-in funnel, rate limits and API-key checks in `metrics`
+    /// (by default, in a registry of their own that nobody scrapes).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.sign_in.set_metrics(metrics.clone());
+        self.sessions.set_metrics(metrics.clone());
+        self.api_keys.set_metrics(metrics);
+        self
     }
 
     pub fn sign_in(&self) -> &SignIn {

@@ -32,6 +32,7 @@ mod roster;
 mod schema;
 mod sessions;
 mod sign_in;
+mod spans;
 mod sql;
 mod sqlite;
 mod types;
@@ -85,6 +86,9 @@ pub trait Store:
 
     /// Deletes expired links, rate-limit windows and long-dead refresh tokens.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+
+    /// This process's connection pools, for the metrics (no I/O).
+    fn pool_stats(&self) -> Vec<crate::metrics::PoolStats>;
 }
 
 #[async_trait::async_trait]
@@ -113,6 +117,10 @@ impl<B: Backend> Store for SqlStore<B> {
         }
         B::commit(tx).await?;
         Ok(purged)
+    }
+
+    fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {
+        self.backend.pool_stats()
     }
 }
 
