@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::SetHeader;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get};
+use poem::{Endpoint, EndpointExt, Route, Server, get};
 use tokio::sync::watch;
 
 use crate::admin::AdminService;
@@ -22,6 +22,7 @@ use crate::mail::worker::{OutboxWorker, RetryPolicy};
 use crate::mail::{Mailer, Sealer, transport_from_settings};
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
+use crate::telemetry::RequestObserver;
 use crate::templates::Templates;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -140,6 +141,7 @@ impl Application {
             settings.access_ttl,
         );
         let auth_settings = AuthSettings::from_settings(&settings, &public_url);
+        let metrics = Arc::new(Metrics::new());
         let auth = AuthService::new(
             store.clone(),
             clock.clone(),
@@ -147,8 +149,8 @@ impl Application {
             mailer.clone(),
             &secret,
             auth_settings,
-        );
-        let metrics = Arc::new(Metrics::new());
+        )
+        .with_metrics(metrics.clone());
         let worker = OutboxWorker::new(
             store.clone(),
             clock.clone(),
@@ -226,6 +228,7 @@ async fn janitor(store: DynStore, clock: Clock, mut stop: watch::Receiver<bool>)
 /// The whole HTTP surface: API, pages, spec and docs, with the middleware stack.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let proxies = TrustedProxies::new(&state.settings.trusted_proxies);
+    let observer = RequestObserver::new(state.metrics.clone(), proxies.clone());
     let services = ApiServices {
         store: state.store.clone(),
         clock: state.clock.clone(),
@@ -273,20 +276,6 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
                 .overriding("x-content-type-options", "nosniff")
                 .overriding("cache-control", "no-store"),
         )
-        .around(log_request)
+        .around(move |ep, req| crate::telemetry::observe(ep, req, observer.clone()))
         .catch_all_error(|err| async move { crate::error::render_any_error(err) })
-}
-
-/// Logs method, path (never the query: it may hold a token), status and latency.
-async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let started = Instant::now();
-    let result = next.call(req).await.map(IntoResponse::into_response);
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(error) => error.status(),
-    };
-    tracing::info!(%method, %path, status = status.as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
-    result
 }
