@@ -17,8 +17,12 @@ use poem::PathPattern;
 use poem::http::HeaderValue;
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
-use tracing::Instrument;
-use tracing_subscriber::EnvFilter;
+use tracing::{Instrument, Subscriber};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::api::TrustedProxies;
 use crate::config::LogFormat;
@@ -35,16 +39,35 @@ tokio::task_local! {
 }
 
 /// Installs the global log subscriber: `filter` as in `RUST_LOG`, lines on stderr.
+///
+/// A filter of targets and levels only (`info,gatehouse::store=debug`, the
+/// usual kind) is applied as [`Targets`]; `EnvFilter`, needed only for span
+/// and field directives, takes a shared lock on every span entered and left,
+/// which the request span made measurable on the hot paths (BENCHMARKS.md).
 pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
+    match filter.parse::<Targets>() {
+        Ok(targets) if !filter.contains(['[', '{']) => {
+            registry.with(targets).with(fmt_layer(format)).init()
+        }
+        _ => {
+            let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+            registry.with(filter).with(fmt_layer(format)).init()
+        }
+    }
+}
+
+/// Lines on stderr: text (coloured on a terminal) or one JSON object each.
+fn fmt_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder
+        LogFormat::Text => layer
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder.json().init(),
+            .boxed(),
+        LogFormat::Json => layer.json().boxed(),
     }
 }
 
@@ -106,7 +129,7 @@ pub async fn observe<E: Endpoint>(
 ) -> poem::Result<Response> {
     let id = observer.request_id(&req);
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %id, method = %method);
+    let span = tracing::info_span!("request", request_id = &*id, method = method.as_str());
     let started = Instant::now();
     let (mut response, route) = REQUEST_ID
         .scope(id.clone(), async move {

@@ -6,7 +6,10 @@
 //! (default 1,000,000), `GATEHOUSE_BENCH_POSTGRES_URL` (a superuser URL of a
 //! Postgres server to use; otherwise a throwaway cluster with Postgres' default
 //! durability is started from the system binaries, as the tests do;
-//! `GATEHOUSE_BENCH_BACKENDS=sqlite` skips Postgres).
+//! `GATEHOUSE_BENCH_BACKENDS=sqlite` skips Postgres), `GATEHOUSE_BENCH_BIN`
+//! (the server binary to measure instead of this build's, for before/after
+//! pairs), `GATEHOUSE_BENCH_LOG` (the server's log filter; by default its
+//! address line and one info line per request).
 
 mod client;
 #[allow(dead_code)]
