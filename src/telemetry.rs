@@ -4,8 +4,15 @@
 //! Every request gets an id: the `X-Request-Id` a trusted proxy sent (see
 //! [`TrustedProxies`]), or a fresh one. It is answered in the `X-Request-Id`
 //! header and in every problem document (`request_id`), and every log line
-//! written while the request runs carries it, through the request's span; the
-//! store adds a span per operation below it (`store/spans.rs`). Nothing a
+//! written while the request runs carries it: the line formatter reads it from
+//! the request's task ([`WithRequestId`]). The request also runs in a `debug`
+//! span, with a span per store operation below it (`store/spans.rs`), for
+//! when someone asks where a slow request's time went.
+//!
+//! Why the id is not simply a field of an `info` span: measured on the load
+//! benchmark, a span per request at `info` cost about a third of a
+//! `GET /v1/me` (BENCHMARKS.md, session 5); reading a task-local costs nothing
+//! measurable, and spans stay off unless asked for. Nothing a
 //! client sends other than that id, the method and the matched route template
 //! reaches a log line or a label: no path (it may name an address), no query
 //! (it may hold a token).
@@ -17,8 +24,10 @@ use poem::PathPattern;
 use poem::http::HeaderValue;
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
-use tracing::{Instrument, Subscriber};
+use tracing::{Event, Instrument, Subscriber};
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -64,10 +73,61 @@ where
 {
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => layer
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            layer
+                .with_ansi(ansi)
+                .event_format(WithRequestId {
+                    inner: format::format().with_ansi(ansi),
+                    json: false,
+                })
+                .boxed()
+        }
+        LogFormat::Json => layer
+            .fmt_fields(JsonFields::new())
+            .event_format(WithRequestId {
+                inner: format::format().json(),
+                json: true,
+            })
             .boxed(),
-        LogFormat::Json => layer.json().boxed(),
+    }
+}
+
+/// A line format that adds the id of the request being answered, if any:
+/// `request_id=…` at the end of a text line, `"request_id"` as the first
+/// member of a JSON object. Ids are letters, digits and `-_.:` only (see
+/// [`is_plausible_id`]), so they need no quoting or escaping.
+pub struct WithRequestId<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let Some(id) = current_request_id() else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.strip_suffix('\n').unwrap_or(&line);
+        if self.json
+            && let Some(members) = body.strip_prefix('{')
+        {
+            writeln!(writer, "{{\"request_id\":\"{id}\",{members}")
+        } else {
+            writeln!(writer, "{body} request_id={id}")
+        }
     }
 }
 
@@ -129,7 +189,7 @@ pub async fn observe<E: Endpoint>(
 ) -> poem::Result<Response> {
     let id = observer.request_id(&req);
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = &*id, method = method.as_str());
+    let span = tracing::debug_span!("request", method = method.as_str());
     let started = Instant::now();
     let (mut response, route) = REQUEST_ID
         .scope(id.clone(), async move {
@@ -154,8 +214,14 @@ pub async fn observe<E: Endpoint>(
     let elapsed = started.elapsed().as_secs_f64();
     let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
     let status = response.status().as_u16();
-    span.in_scope(|| {
-        tracing::info!(route, status, elapsed_ms = elapsed * 1000.0, "request");
+    REQUEST_ID.sync_scope(id.clone(), || {
+        tracing::info!(
+            method = method.as_str(),
+            route,
+            status,
+            elapsed_ms = elapsed * 1000.0,
+            "request"
+        );
     });
     observer
         .metrics

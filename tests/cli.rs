@@ -302,7 +302,7 @@ async fn json_logs_parse_line_by_line_and_carry_the_request_id() {
     let of_request = |id: &str| -> Vec<&Value> {
         lines
             .iter()
-            .filter(|line| line["span"]["request_id"] == id || line["spans"][0]["request_id"] == id)
+            .filter(|line| line["request_id"] == id)
             .collect()
     };
     for id in [&link_request, &refusal] {

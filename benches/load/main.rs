@@ -118,6 +118,15 @@ struct Row {
     target: &'static str,
     /// The server's resident memory right after the scenario.
     rss_after: u64,
+    /// The server's CPU time (user + system) per request during the scenario,
+    /// in µs: steadier than requests/s on a machine shared with other work.
+    cpu_us: f64,
+}
+
+/// Server CPU µs per request of `outcome`, since `ticks_before`.
+fn cpu_per_request(server: &Server, ticks_before: u64, outcome: &Outcome) -> f64 {
+    let ticks = server.cpu_ticks().saturating_sub(ticks_before);
+    ticks as f64 * server::MICROS_PER_TICK / outcome.requests.max(1) as f64
 }
 
 async fn run_backend(
@@ -159,6 +168,7 @@ async fn run_backend(
     }
 
     let mut rows = Vec::new();
+    let ticks = server.cpu_ticks();
     let floor = client::run(
         &addr,
         repeat(settings.concurrency, |_| {
@@ -170,6 +180,7 @@ async fn run_backend(
     let floor_rate = floor.rate();
     rows.push(Row {
         scenario: "GET /healthz (floor)",
+        cpu_us: cpu_per_request(&server, ticks, &floor),
         outcome: floor,
         target: "—",
         rss_after: server.rss_bytes(),
@@ -179,9 +190,12 @@ async fn run_backend(
         .iter()
         .map(|s| Fixed::get(&addr, "/v1/me", Some(format!("Bearer {}", s.access))))
         .collect();
+    let ticks = server.cpu_ticks();
+    let outcome = client::run(&addr, me, settings.duration).await;
     rows.push(Row {
         scenario: "GET /v1/me (JWT)",
-        outcome: client::run(&addr, me, settings.duration).await,
+        cpu_us: cpu_per_request(&server, ticks, &outcome),
+        outcome,
         target: "≥ 0.5 × floor",
         rss_after: server.rss_bytes(),
     });
@@ -194,10 +208,12 @@ async fn run_backend(
             next: w * 31,
         })
         .collect();
+    let ticks = server.cpu_ticks();
     let magic = client::run(&addr, links, settings.duration).await;
     let expected_mail = sent_before + (magic.requests - magic.errors) as usize;
     rows.push(Row {
         scenario: "POST /v1/auth/magic-link",
+        cpu_us: cpu_per_request(&server, ticks, &magic),
         outcome: magic,
         target: if database_url.is_some() {
             "≥ 2,000/s"
@@ -216,9 +232,12 @@ async fn run_backend(
             tokens: tokens.clone(),
         })
         .collect();
+    let ticks = server.cpu_ticks();
+    let outcome = client::run(&addr, verifiers, settings.duration).await;
     rows.push(Row {
         scenario: "POST /v1/auth/verify",
-        outcome: client::run(&addr, verifiers, settings.duration).await,
+        cpu_us: cpu_per_request(&server, ticks, &outcome),
+        outcome,
         target: "≥ 2,000/s (SQLite)",
         rss_after: server.rss_bytes(),
     });
@@ -227,9 +246,12 @@ async fn run_backend(
     let keyed = (0..settings.concurrency)
         .map(|_| Fixed::get_with(&addr, "/v1/me", "x-api-key", key.clone()))
         .collect();
+    let ticks = server.cpu_ticks();
+    let outcome = client::run(&addr, keyed, settings.duration).await;
     rows.push(Row {
         scenario: "GET /v1/me (API key, warm)",
-        outcome: client::run(&addr, keyed, settings.duration).await,
+        cpu_us: cpu_per_request(&server, ticks, &outcome),
+        outcome,
         target: "≥ 0.45 × floor",
         rss_after: server.rss_bytes(),
     });
@@ -241,9 +263,12 @@ async fn run_backend(
             token: s.refresh.clone(),
         })
         .collect();
+    let ticks = server.cpu_ticks();
+    let outcome = client::run(&addr, refreshers, settings.duration).await;
     rows.push(Row {
         scenario: "POST /v1/auth/refresh",
-        outcome: client::run(&addr, refreshers, settings.duration).await,
+        cpu_us: cpu_per_request(&server, ticks, &outcome),
+        outcome,
         target: "≥ 3,000/s (SQLite)",
         rss_after: server.rss_bytes(),
     });
@@ -255,11 +280,13 @@ async fn run_backend(
     restarted.stop();
 
     println!("## {backend}\n");
-    println!("| scenario | requests/s | × floor | p50 ms | p99 ms | errors | RSS after | target |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!(
+        "| scenario | requests/s | × floor | p50 ms | p99 ms | errors | RSS after | server CPU µs/req | target |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for row in &rows {
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0} MB | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0} MB | {:.1} | {} |",
             row.scenario,
             row.outcome.rate(),
             row.outcome.rate() / floor_rate,
@@ -267,20 +294,21 @@ async fn run_backend(
             row.outcome.p99_ms(),
             row.outcome.errors,
             row.rss_after as f64 / 1e6,
+            row.cpu_us,
             row.target
         );
     }
     println!(
-        "| idle server | RSS {:.1} MB (after load: {:.1} MB) | | | | | | RSS ≤ 30 MB |",
+        "| idle server | RSS {:.1} MB (after load: {:.1} MB) | | | | | | | RSS ≤ 30 MB |",
         idle_rss as f64 / 1e6,
         loaded_rss as f64 / 1e6
     );
     println!(
-        "| start on an existing database | ready after {} ms | | | | | | ≤ 200 ms |",
+        "| start on an existing database | ready after {} ms | | | | | | | ≤ 200 ms |",
         ready_after.as_millis()
     );
     println!(
-        "| roster import, {} rows of CSV over HTTP | {:.1} s ({:.0} rows/s), {} added | | | | | | ≤ {} s |",
+        "| roster import, {} rows of CSV over HTTP | {:.1} s ({:.0} rows/s), {} added | | | | | | | ≤ {} s |",
         import.rows,
         import.elapsed.as_secs_f64(),
         import.rows as f64 / import.elapsed.as_secs_f64(),

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 pub const ADMIN: &str = "admin@bench.example.org";
+/// `/proc` reports CPU times in USER_HZ ticks, 100 per second on Linux.
+pub const MICROS_PER_TICK: f64 = 10_000.0;
 
 pub struct Server {
     child: Child,
@@ -85,6 +87,22 @@ impl Server {
     /// Resident set size of the server process, in bytes.
     pub fn rss_bytes(&self) -> u64 {
         rss_of(self.child.id())
+    }
+
+    /// The server's CPU time so far (user + system), in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name (which may hold spaces): state is
+                // the 3rd field of the line, utime the 14th, stime the 15th.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let utime: u64 = fields.get(11)?.parse().ok()?;
+                let stime: u64 = fields.get(12)?.parse().ok()?;
+                Some(utime + stime)
+            })
+            .unwrap_or(0)
     }
 
     pub fn pid(&self) -> u32 {
