@@ -10,6 +10,7 @@ use super::{AuthError, AuthSettings, RateLimiter, RedirectTarget, Sessions, Toke
 use crate::clock::Clock;
 use crate::domain::{Email, OpaqueToken, SignInCode, TokenHash};
 use crate::mail::Mailer;
+use crate::metrics::{Metrics, VerifyFailure};
 use crate::store::{AuditEntry, DynStore, NewMagicLink};
 
 /// Guesses allowed per mailed code before it stops working.
@@ -32,6 +33,7 @@ pub struct SignIn {
     sessions: Sessions,
     limiter: RateLimiter,
     settings: AuthSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl SignIn {
@@ -52,7 +54,14 @@ impl SignIn {
             sessions,
             limiter,
             settings,
+            metrics: Arc::default(),
         }
+    }
+
+    pub(super) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.sessions.set_metrics(metrics.clone());
+        self.limiter.set_metrics(metrics.clone());
+        self.metrics = metrics;
     }
 
     /// Mails a sign-in link and code if `email` may sign in. Succeeds the same way
@@ -105,7 +114,9 @@ impl SignIn {
             expires_at,
             ip,
         };
-        if self.store.create_magic_link(record, mail, audit).await? {
+        let eligible = self.store.create_magic_link(record, mail, audit).await?;
+        self.metrics.auth().link_requested(eligible);
+        if eligible {
             self.mailer.wake_worker();
         }
         Ok(())
@@ -119,7 +130,10 @@ impl SignIn {
     ) -> Result<TokenGrant, AuthError> {
         match OpaqueToken::parse(token) {
             Some(token) => self.redeem(&token.hash(), ip, "link").await,
-            None => self.fail_verify(ip, "link", None).await,
+            None => {
+                self.fail_verify(ip, "link", None, VerifyFailure::Malformed)
+                    .await
+            }
         }
     }
 
@@ -133,7 +147,9 @@ impl SignIn {
     ) -> Result<TokenGrant, AuthError> {
         self.limiter.check(ip, None).await?;
         let Some(code) = SignInCode::parse(code) else {
-            return self.fail_verify(ip, "code", Some(email)).await;
+            return self
+                .fail_verify(ip, "code", Some(email), VerifyFailure::Malformed)
+                .await;
         };
         let live = self
             .store
@@ -144,7 +160,14 @@ impl SignIn {
             .find(|(link, stored)| code.hash(&self.code_pepper, link).ct_eq(stored));
         match matching {
             Some((link, _)) => self.redeem(link, ip, "code").await,
-            None => self.fail_verify(ip, "code", Some(email)).await,
+            None if live.is_empty() => {
+                self.fail_verify(ip, "code", Some(email), VerifyFailure::NotRedeemable)
+                    .await
+            }
+            None => {
+                self.fail_verify(ip, "code", Some(email), VerifyFailure::WrongCode)
+                    .await
+            }
         }
     }
 
@@ -170,8 +193,11 @@ impl SignIn {
         let now = self.clock.now();
         let (session, refresh) = self.sessions.prepare(ip, now);
         let Some(signed_in) = self.store.redeem_magic_link(link, session, now).await? else {
-            return self.fail_verify(ip, method, None).await;
+            return self
+                .fail_verify(ip, method, None, VerifyFailure::NotRedeemable)
+                .await;
         };
+        self.metrics.auth().signed_in(method);
         let mut grant =
             self.sessions
                 .grant(signed_in.member, &signed_in.session_id, refresh, now)?;
@@ -187,7 +213,9 @@ impl SignIn {
         ip: Option<IpAddr>,
         method: &'static str,
         email: Option<&Email>,
+        reason: VerifyFailure,
     ) -> Result<TokenGrant, AuthError> {
+        self.metrics.auth().verify_failed(method, reason);
         let mut audit = AuditEntry::new("auth.verify_failed")
             .ip(ip.map(|ip| ip.to_string()))
             .details(json!({ "method": method }));

@@ -36,6 +36,7 @@ mod schema;
 mod sessions;
 mod sign_in;
 mod signing_keys;
+mod spans;
 mod sql;
 mod sqlite;
 mod types;
@@ -101,6 +102,9 @@ pub trait Store:
     /// roster uploads that were never imported, and webhook deliveries
     /// finished more than 30 days ago with their events.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+
+    /// This process's connection pools, for the metrics (no I/O).
+    fn pool_stats(&self) -> Vec<crate::metrics::PoolStats>;
 }
 
 #[async_trait::async_trait]
@@ -145,6 +149,10 @@ impl<B: Backend> Store for SqlStore<B> {
         }
         B::commit(tx).await?;
         Ok(purged)
+    }
+
+    fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {
+        self.backend.pool_stats()
     }
 }
 

@@ -426,6 +426,25 @@ async fn a_500_is_retried_with_the_same_webhook_id(backend: Backend) {
     assert_eq!(requests[0]["status"], 500);
     assert_eq!(requests[0]["id"], requests[1]["id"], "the same webhook-id");
     assert_eq!(requests[0]["id"], failed_once["id"]);
+
+    wait_for_delivery(&app, &admin, id, |d| d["status"] == "delivered").await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "gatehouse_queue_items{queue=\"webhooks\",state=\"delivered\"} 1",
+        "gatehouse_queue_items{queue=\"webhooks\",state=\"pending\"} 0",
+        "gatehouse_webhook_retried_total 1",
+        "gatehouse_webhook_delivered_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
 }
 
 async fn retry_after_is_honoured(backend: Backend) {
