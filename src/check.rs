@@ -171,6 +171,11 @@ fn effective_value(s: &Settings, key: &str) -> String {
         "signing_key_publish_delay_secs" => s.signing_key_publish_delay.as_secs().to_string(),
         "signing_key_rotate_days" => opt(s.signing_key_rotate_days.map(|d| d.to_string())),
         "console_idle_minutes" => (s.console_idle.as_secs() / 60).to_string(),
+        "webhooks_allow_insecure" => s.webhooks.allow_insecure.to_string(),
+        "webhooks_timeout_secs" => s.webhooks.timeout.as_secs().to_string(),
+        "webhooks_retry_base_ms" => s.webhooks.retry_base.as_millis().to_string(),
+        "webhooks_max_attempts" => s.webhooks.max_attempts.to_string(),
+        "webhooks_disable_after_hours" => (s.webhooks.disable_after.as_secs() / 3600).to_string(),
         "log" => s.log.clone(),
         "log_format" => format!("{:?}", s.log_format).to_ascii_lowercase(),
         // A setting this report does not know yet: not printed, in case it is secret.
