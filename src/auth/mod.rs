@@ -5,6 +5,8 @@
 //! same store, clock and keys, and tells a session's token from a key's.
 
 mod api_key;
+mod client;
+mod handoff;
 mod jwt;
 mod keys;
 mod principal;
@@ -17,13 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api_key::{ApiKeys, MAX_CONCURRENT_VERIFICATIONS, hash_api_key};
+pub use client::{Client, describe_device};
+pub use handoff::{HandoffKeys, RequestHandle};
 pub use jwt::{Claims, JwtError, JwtKeys};
 pub use keys::{ServerSecret, load_or_create_secret};
 pub use principal::Principal;
 pub use rate_limit::RateLimiter;
 pub use redirect::RedirectTarget;
 pub use sessions::{Sessions, TokenGrant};
-pub use sign_in::{LinkRequest, SignIn};
+pub use sign_in::{CrossDevice, Handoff, LinkRequest, RequestStatus, SignIn};
 
 use crate::clock::Clock;
 use crate::config::{RateLimitSettings, Settings};
@@ -119,6 +123,7 @@ impl AuthService {
             clock,
             mailer,
             secret.derive("sign-in code pepper"),
+            HandoffKeys::new(secret),
             sessions.clone(),
             limiter,
             settings,

@@ -12,6 +12,7 @@ mod browser;
 mod cache_across_instances;
 mod console;
 mod console_browser;
+mod devices;
 
 mod errors;
 mod mail;

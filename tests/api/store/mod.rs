@@ -400,6 +400,7 @@ impl LinkRequest {
                 created_at: now,
                 expires_at: now + LINK_TTL,
                 ip: Some("192.0.2.7".into()),
+                device: Some("Firefox on Linux".into()),
             },
             mail: NewMail {
                 id: mail_id,
@@ -441,6 +442,7 @@ pub fn new_session(now: i64) -> NewSession {
         id: new_id(),
         refresh: new_refresh(now),
         ip: Some("192.0.2.7".into()),
+        device: Some("Firefox on Linux".into()),
     }
 }
 
