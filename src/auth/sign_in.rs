@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{
     AuthError, AuthSettings, Client, HandoffKeys, RateLimiter, RedirectTarget, RequestHandle,
-    Sessions, TokenGrant,
+    ServerSecret, Sessions, TokenGrant,
 };
 use crate::clock::Clock;
 use crate::domain::{Email, OpaqueToken, SignInCode, TokenHash};
@@ -78,8 +78,7 @@ impl SignIn {
         store: DynStore,
         clock: Clock,
         mailer: Arc<Mailer>,
-        code_pepper: [u8; 32],
-        handoff: HandoffKeys,
+        secret: &ServerSecret,
         sessions: Sessions,
         limiter: RateLimiter,
         settings: AuthSettings,
@@ -88,8 +87,8 @@ impl SignIn {
             store,
             clock,
             mailer,
-            code_pepper,
-            handoff,
+            code_pepper: secret.derive("sign-in code pepper"),
+            handoff: HandoffKeys::new(secret),
             sessions,
             limiter,
             settings,

@@ -13,6 +13,7 @@ mod cache_across_instances;
 mod console;
 mod console_browser;
 mod devices;
+mod devices_browser;
 
 mod errors;
 mod mail;
