@@ -15,7 +15,10 @@ use crate::api::body_limit::limit_body;
 use crate::api::metrics::MetricsSources;
 use crate::api::pages::SignInPages;
 use crate::api::{ApiServices, TrustedProxies};
-use crate::auth::{AuthService, AuthSettings, JwtKeys, load_or_create_secret};
+use crate::auth::{
+    AuthService, AuthSettings, JwtKeys, KeyPolicy, SigningKeyError, SigningKeys,
+    load_or_create_secret,
+};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::mail::worker::{OutboxWorker, RetryPolicy};
@@ -38,6 +41,8 @@ pub enum StartError {
     Secret(std::io::Error),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("signing keys: {0}")]
+    SigningKeys(#[from] SigningKeyError),
     #[error("templates: {0}")]
     Templates(#[from] minijinja::Error),
     #[error("mail: {0}")]
@@ -59,6 +64,8 @@ pub struct AppState {
     pub store: DynStore,
     pub auth: Arc<AuthService>,
     pub admin: Arc<AdminService>,
+    /// The access-token signing keys: JWKS, rotation, revocation.
+    pub signing_keys: Arc<SigningKeys>,
     pub mailer: Arc<Mailer>,
     pub templates: Arc<Templates>,
     pub metrics: Arc<Metrics>,
@@ -120,6 +127,17 @@ impl Application {
         let secret = load_or_create_secret(settings.jwt_secret.as_ref(), &settings.data_dir)
             .map_err(StartError::Secret)?;
         let store = open_store(&settings).await?;
+        // Before the bootstrap admins: whether members exist tells an
+        // installation from before signing keys (it keeps HS256) from a new one.
+        let signing_keys = Arc::new(
+            SigningKeys::start(
+                store.clone(),
+                clock.clone(),
+                &secret,
+                KeyPolicy::from_settings(&settings),
+            )
+            .await?,
+        );
         store
             .bootstrap_admins(&settings.bootstrap_admins, clock.now())
             .await?;
@@ -136,7 +154,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| public_url.clone());
         let jwt = JwtKeys::new(
-            &secret,
+            signing_keys.keyring(),
             &issuer,
             &settings.jwt_audience,
             settings.access_ttl,
@@ -186,6 +204,7 @@ impl Application {
             settings,
             public_url,
             admin,
+            signing_keys,
             clock,
             store,
             auth,
@@ -220,8 +239,9 @@ impl Application {
         let janitor = tokio::spawn(janitor(
             self.state.store.clone(),
             self.state.clock.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let key_reloader = tokio::spawn(self.state.signing_keys.clone().run(stop_rx));
         tracing::info!(addr = %self.local_addr, public_url = %self.state.public_url, "gatehouse is serving");
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state.clone()), shutdown, Some(DRAIN_TIMEOUT))
@@ -230,6 +250,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = worker.await;
         let _ = janitor.await;
+        let _ = key_reloader.await;
         served
     }
 }
@@ -256,6 +277,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         clock: state.clock.clone(),
         auth: state.auth.clone(),
         admin: state.admin.clone(),
+        signing_keys: state.signing_keys.clone(),
         mailer: state.mailer.clone(),
         proxies: proxies.clone(),
         public_eligibility: state.settings.public_eligibility,
@@ -310,13 +332,29 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .data(proxies)
         .data(pages)
         .data(metrics)
-        .with(
-            SetHeader::new()
-                .overriding("x-content-type-options", "nosniff")
-                .overriding("cache-control", "no-store"),
-        )
+        .with(SetHeader::new().overriding("x-content-type-options", "nosniff"))
+        .around(no_store_unless_cacheable)
         .around(log_request)
         .catch_all_error(|err| async move { crate::error::render_any_error(err) })
+}
+
+/// Marks every response `Cache-Control: no-store`, except those that say how
+/// they may be cached (the JWKS and the OpenID configuration).
+async fn no_store_unless_cacheable<E: Endpoint>(
+    next: Arc<E>,
+    req: Request,
+) -> poem::Result<Response> {
+    let mut response = next.call(req).await?.into_response();
+    if !response
+        .headers()
+        .contains_key(poem::http::header::CACHE_CONTROL)
+    {
+        response.headers_mut().insert(
+            poem::http::header::CACHE_CONTROL,
+            poem::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    Ok(response)
 }
 
 /// Logs method, path (never the query: it may hold a token), status and latency.

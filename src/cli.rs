@@ -4,6 +4,9 @@ use std::path::Path;
 
 use crate::admin::{Actor, AdminService, KeyRequest};
 use crate::app::{StartError, open_store};
+use crate::auth::{
+    KeyActor, KeyInfo, KeyPolicy, SigningKeyError, SigningKeys, load_or_create_secret,
+};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::Email;
@@ -25,6 +28,8 @@ pub enum CliError {
     Admin(#[from] crate::admin::AdminError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    SigningKeys(#[from] SigningKeyError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -92,6 +97,71 @@ pub async fn create_api_key(
         .issue_key(&Actor::cli(), &member.id, &request)
         .await?;
     Ok(issued.key.expose())
+}
+
+/// The signing keys of the configured database, as the server uses them.
+async fn signing_keys(settings: &Settings) -> Result<SigningKeys, CliError> {
+    settings.ensure_data_dir().map_err(StartError::from)?;
+    let secret = load_or_create_secret(settings.jwt_secret.as_ref(), &settings.data_dir)
+        .map_err(StartError::Secret)?;
+    let store = open_store(settings).await?;
+    let policy = KeyPolicy::from_settings(settings);
+    Ok(SigningKeys::open(store, Clock::system(), &secret, policy).await?)
+}
+
+/// `gatehouse signing-keys list`: one line per key, oldest first.
+pub async fn list_signing_keys(settings: &Settings) -> Result<String, CliError> {
+    let keys = signing_keys(settings).await?.list().await?;
+    let mut out = String::from(
+        "KID                                          ALG    STATE     ACTIVATES             RETIRES               REVOKED\n",
+    );
+    for key in &keys {
+        out.push_str(&render_key(key));
+    }
+    Ok(out)
+}
+
+/// `gatehouse signing-keys rotate`: publishes a new key; prints it.
+pub async fn rotate_signing_key(settings: &Settings) -> Result<String, CliError> {
+    let key = signing_keys(settings)
+        .await?
+        .rotate(&KeyActor::new("cli", None))
+        .await?;
+    Ok(format!(
+        "published {} ({}); it signs from {}\n",
+        key.kid,
+        key.alg,
+        time(Some(key.activates_at))
+    ))
+}
+
+/// `gatehouse signing-keys revoke KID`: its tokens are refused at once.
+pub async fn revoke_signing_key(settings: &Settings, kid: &str) -> Result<String, CliError> {
+    signing_keys(settings)
+        .await?
+        .revoke(&KeyActor::new("cli", None), kid)
+        .await?;
+    Ok(format!(
+        "revoked {kid}: its tokens are refused and it left the JWKS\n"
+    ))
+}
+
+fn render_key(key: &KeyInfo) -> String {
+    format!(
+        "{:<44} {:<6} {:<9} {:<21} {:<21} {}\n",
+        key.kid,
+        key.alg,
+        key.state.as_str(),
+        time(Some(key.activates_at)),
+        time(key.retires_at),
+        time(key.revoked_at)
+    )
+}
+
+fn time(secs: Option<i64>) -> String {
+    secs.and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The report as the CLI prints it.

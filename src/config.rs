@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::domain::Email;
+use crate::domain::{Email, SigningAlg};
 
 const ENV_PREFIX: &str = "GATEHOUSE_";
 
@@ -37,6 +37,10 @@ pub const KEYS: &[&str] = &[
     "jwt_secret",
     "jwt_issuer",
     "jwt_audience",
+    "jwt_alg",
+    "jwks_max_age_secs",
+    "signing_key_publish_delay_secs",
+    "signing_key_rotate_days",
     "access_ttl_secs",
     "refresh_ttl_days",
     "link_ttl_secs",
@@ -178,6 +182,16 @@ pub struct Settings {
     /// The `iss` claim; `None` means the public URL.
     pub jwt_issuer: Option<String>,
     pub jwt_audience: String,
+    /// The algorithm new tokens are signed with; `None` keeps an existing
+    /// installation's and gives a new one ES256 (see `auth/signing_keys.rs`).
+    pub jwt_alg: Option<SigningAlg>,
+    /// How long verifiers may cache `/.well-known/jwks.json` (default 300 s).
+    pub jwks_max_age: Duration,
+    /// How long a rotated-in key is published before it signs (default 600 s);
+    /// longer than `jwks_max_age`, so every cache has it before it is needed.
+    pub signing_key_publish_delay: Duration,
+    /// Rotate the signing key automatically every so many days; `None`: never.
+    pub signing_key_rotate_days: Option<u32>,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub link_ttl: Duration,
@@ -288,6 +302,35 @@ impl Settings {
             return Err(invalid("jwt_secret", "must be at least 32 bytes".into()));
         }
 
+        let jwt_alg = get("jwt_alg")
+            .map(|alg| alg.parse::<SigningAlg>())
+            .transpose()
+            .map_err(|e| invalid("jwt_alg", e.to_string()))?;
+        let jwks_max_age = secs(parse_or(
+            get("jwks_max_age_secs"),
+            "jwks_max_age_secs",
+            Some(300),
+        )?);
+        let signing_key_publish_delay = secs(parse_or(
+            get("signing_key_publish_delay_secs"),
+            "signing_key_publish_delay_secs",
+            Some(600),
+        )?);
+        if signing_key_publish_delay <= jwks_max_age {
+            return Err(invalid(
+                "signing_key_publish_delay_secs",
+                format!(
+                    "must be longer than jwks_max_age_secs ({}), or verifiers could meet a key before their cached JWKS has it",
+                    jwks_max_age.as_secs()
+                ),
+            ));
+        }
+        let signing_key_rotate_days = parse_or::<u32>(
+            get("signing_key_rotate_days"),
+            "signing_key_rotate_days",
+            Some(0),
+        )?;
+
         let bootstrap_admins = split_list(get("bootstrap_admins"))
             .map(|e| parse_email(e, "bootstrap_admins"))
             .collect::<Result<_, _>>()?;
@@ -315,6 +358,11 @@ impl Settings {
             mail,
             jwt_secret,
             jwt_audience: get("jwt_audience").unwrap_or("gatehouse").to_owned(),
+            jwt_alg,
+            jwks_max_age,
+            signing_key_publish_delay,
+            signing_key_rotate_days: (signing_key_rotate_days > 0)
+                .then_some(signing_key_rotate_days),
             access_ttl: secs(parse_or(
                 get("access_ttl_secs"),
                 "access_ttl_secs",
@@ -507,6 +555,26 @@ mod tests {
         assert!(Settings::from_map(&map(&[("mail_transport", "pigeon")])).is_err());
         assert!(Settings::from_map(&map(&[("mail_transport", "smtp")])).is_err());
         assert!(Settings::from_map(&map(&[("allowed_redirects", "javascript:alert(1)")])).is_err());
+        assert!(Settings::from_map(&map(&[("jwt_alg", "none")])).is_err());
+        assert!(
+            Settings::from_map(&map(&[("signing_key_publish_delay_secs", "300")])).is_err(),
+            "a key must be published longer than the JWKS may be cached"
+        );
+    }
+
+    #[test]
+    fn signing_settings_have_safe_defaults() {
+        let s = Settings::from_map(&BTreeMap::new()).unwrap();
+        assert_eq!(s.jwt_alg, None);
+        assert!(s.signing_key_publish_delay > s.jwks_max_age);
+        assert_eq!(s.signing_key_rotate_days, None);
+        let s = Settings::from_map(&map(&[
+            ("jwt_alg", "EdDSA"),
+            ("signing_key_rotate_days", "90"),
+        ]))
+        .unwrap();
+        assert_eq!(s.jwt_alg, Some(SigningAlg::EdDsa));
+        assert_eq!(s.signing_key_rotate_days, Some(90));
     }
 
     #[test]

@@ -366,3 +366,18 @@ impl From<crate::admin::AdminError> for ApiError {
         }
     }
 }
+
+impl From<crate::auth::SigningKeyError> for ApiError {
+    fn from(err: crate::auth::SigningKeyError) -> Self {
+        use crate::auth::SigningKeyError;
+        match err {
+            SigningKeyError::Store(store) => store.into(),
+            SigningKeyError::Material(material) => Self::Internal(material.to_string()),
+            SigningKeyError::NotFound => Self::NotFound("no such live signing key".into()),
+            err @ SigningKeyError::RotationPending { .. } => {
+                Self::conflict("rotation_pending", err.to_string())
+            }
+            err @ SigningKeyError::SharedSecret => Self::conflict("shared_secret", err.to_string()),
+        }
+    }
+}

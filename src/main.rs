@@ -40,6 +40,21 @@ enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Manage the keys that sign access tokens.
+    SigningKeys {
+        #[command(subcommand)]
+        command: SigningKeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeysCommand {
+    /// List every key with its state and dates.
+    List,
+    /// Publish a new key now; it signs after the publish delay.
+    Rotate,
+    /// Withdraw a key at once: its tokens are refused and it leaves the JWKS.
+    Revoke { kid: String },
 }
 
 #[derive(Subcommand)]
@@ -86,6 +101,16 @@ async fn main() -> ExitCode {
             .await
             .map(|key| println!("{key}"))
             .map_err(Into::into),
+        Command::SigningKeys { command } => {
+            let printed = match command {
+                SigningKeysCommand::List => gatehouse::cli::list_signing_keys(&settings).await,
+                SigningKeysCommand::Rotate => gatehouse::cli::rotate_signing_key(&settings).await,
+                SigningKeysCommand::Revoke { kid } => {
+                    gatehouse::cli::revoke_signing_key(&settings, &kid).await
+                }
+            };
+            printed.map(|text| print!("{text}")).map_err(Into::into)
+        }
         Command::Openapi => {
             let server = settings
                 .public_url

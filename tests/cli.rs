@@ -243,3 +243,58 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("bnid"));
 }
+
+/// `gatehouse signing-keys list|rotate|revoke` on the database a server made.
+#[tokio::test]
+async fn an_operator_lists_rotates_and_revokes_signing_keys() {
+    let cwd = tempfile::tempdir().unwrap();
+    let served = Served::start(cwd.path(), &[("GATEHOUSE_BIND", "127.0.0.1:0")]);
+    let ready = reqwest::get(served.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    served.terminate();
+    let run = |args: &[&str]| {
+        let output = gatehouse(cwd.path())
+            .arg("signing-keys")
+            .args(args)
+            .output()
+            .expect("binary runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (ok, listed, err) = run(&["list"]);
+    assert!(ok, "{err}");
+    let first = listed.lines().nth(1).expect("one key");
+    assert!(
+        first.contains("ES256") && first.contains("current"),
+        "{listed}"
+    );
+
+    let (ok, rotated, err) = run(&["rotate"]);
+    assert!(ok, "{err}");
+    let kid = rotated
+        .strip_prefix("published ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the new kid")
+        .to_owned();
+    let (_, listed, _) = run(&["list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&kid) && l.contains("next")),
+        "{listed}"
+    );
+    let (ok, _, err) = run(&["rotate"]);
+    assert!(
+        !ok && err.contains("pending"),
+        "one rotation at a time: {err}"
+    );
+
+    let (ok, revoked, err) = run(&["revoke", &kid]);
+    assert!(ok && revoked.contains("revoked"), "{err}");
+    let (ok, _, err) = run(&["revoke", &kid]);
+    assert!(!ok && err.contains("no live signing key"), "{err}");
+}

@@ -6,7 +6,9 @@
 //! (default 1,000,000), `GATEHOUSE_BENCH_POSTGRES_URL` (a superuser URL of a
 //! Postgres server to use; otherwise a throwaway cluster with Postgres' default
 //! durability is started from the system binaries, as the tests do;
-//! `GATEHOUSE_BENCH_BACKENDS=sqlite` skips Postgres).
+//! `GATEHOUSE_BENCH_BACKENDS=sqlite` skips Postgres; `GATEHOUSE_BENCH_BIN` runs
+//! another server binary; the server inherits the environment, so
+//! `GATEHOUSE_JWT_ALG=EdDSA` measures another signing algorithm).
 
 mod client;
 #[allow(dead_code)]
@@ -111,7 +113,9 @@ fn total_memory_mib() -> u64 {
 /// One row of the table.
 struct Row {
     scenario: &'static str,
-    outcome: Outcome,
+    /// What the clients saw, and the server's CPU time per request: the
+    /// latter holds still when other processes take the cores.
+    outcome: (Outcome, f64),
     target: &'static str,
     /// The server's resident memory right after the scenario.
     rss_after: u64,
@@ -156,7 +160,8 @@ async fn run_backend(
     }
 
     let mut rows = Vec::new();
-    let floor = client::run(
+    let floor = measured(
+        &server,
         &addr,
         repeat(settings.concurrency, |_| {
             Fixed::get(&addr, "/healthz", None)
@@ -164,7 +169,7 @@ async fn run_backend(
         settings.duration,
     )
     .await;
-    let floor_rate = floor.rate();
+    let floor_rate = floor.0.rate();
     rows.push(Row {
         scenario: "GET /healthz (floor)",
         outcome: floor,
@@ -172,13 +177,19 @@ async fn run_backend(
         rss_after: server.rss_bytes(),
     });
 
-    let me = sessions
-        .iter()
-        .map(|s| Fixed::get(&addr, "/v1/me", Some(format!("Bearer {}", s.access))))
+    // Many distinct access tokens, as many clients send: each worker goes
+    // round the whole list from its own starting point.
+    let tokens = Arc::new(mint_access_tokens(&addr, &mut sessions, ME_TOKENS).await);
+    let me = (0..settings.concurrency)
+        .map(|w| RoundRobin {
+            addr: addr.clone(),
+            tokens: tokens.clone(),
+            next: w * tokens.len() / settings.concurrency,
+        })
         .collect();
     rows.push(Row {
-        scenario: "GET /v1/me (JWT)",
-        outcome: client::run(&addr, me, settings.duration).await,
+        scenario: "GET /v1/me (JWT, 1,000 tokens round robin)",
+        outcome: measured(&server, &addr, me, settings.duration).await,
         target: "≥ 0.5 × floor",
         rss_after: server.rss_bytes(),
     });
@@ -191,8 +202,8 @@ async fn run_backend(
             next: w * 31,
         })
         .collect();
-    let magic = client::run(&addr, links, settings.duration).await;
-    let expected_mail = sent_before + (magic.requests - magic.errors) as usize;
+    let magic = measured(&server, &addr, links, settings.duration).await;
+    let expected_mail = sent_before + (magic.0.requests - magic.0.errors) as usize;
     rows.push(Row {
         scenario: "POST /v1/auth/magic-link",
         outcome: magic,
@@ -215,7 +226,7 @@ async fn run_backend(
         .collect();
     rows.push(Row {
         scenario: "POST /v1/auth/verify",
-        outcome: client::run(&addr, verifiers, settings.duration).await,
+        outcome: measured(&server, &addr, verifiers, settings.duration).await,
         target: "≥ 2,000/s (SQLite)",
         rss_after: server.rss_bytes(),
     });
@@ -226,7 +237,7 @@ async fn run_backend(
         .collect();
     rows.push(Row {
         scenario: "GET /v1/me (API key, warm)",
-        outcome: client::run(&addr, keyed, settings.duration).await,
+        outcome: measured(&server, &addr, keyed, settings.duration).await,
         target: "≥ 0.45 × floor",
         rss_after: server.rss_bytes(),
     });
@@ -240,7 +251,7 @@ async fn run_backend(
         .collect();
     rows.push(Row {
         scenario: "POST /v1/auth/refresh",
-        outcome: client::run(&addr, refreshers, settings.duration).await,
+        outcome: measured(&server, &addr, refreshers, settings.duration).await,
         target: "≥ 3,000/s (SQLite)",
         rss_after: server.rss_bytes(),
     });
@@ -252,17 +263,21 @@ async fn run_backend(
     restarted.stop();
 
     println!("## {backend}\n");
-    println!("| scenario | requests/s | × floor | p50 ms | p99 ms | errors | RSS after | target |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!(
+        "| scenario | requests/s | × floor | p50 ms | p99 ms | errors | server CPU µs/req | RSS after | target |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for row in &rows {
+        let (outcome, cpu_us) = (&row.outcome.0, row.outcome.1);
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0} MB | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0} | {:.0} MB | {} |",
             row.scenario,
-            row.outcome.rate(),
-            row.outcome.rate() / floor_rate,
-            row.outcome.p50_ms(),
-            row.outcome.p99_ms(),
-            row.outcome.errors,
+            outcome.rate(),
+            outcome.rate() / floor_rate,
+            outcome.p50_ms(),
+            outcome.p99_ms(),
+            outcome.errors,
+            cpu_us,
             row.rss_after as f64 / 1e6,
             row.target
         );
@@ -358,8 +373,70 @@ async fn issue_api_key(addr: &str, admin_token: &str, member_id: &str) -> String
     issued["key"].as_str().expect("key").to_owned()
 }
 
+/// Runs a scenario; what the clients saw, and the server's CPU time per request in µs.
+async fn measured<S: Step>(
+    server: &Server,
+    addr: &str,
+    steps: Vec<S>,
+    duration: Duration,
+) -> (Outcome, f64) {
+    let cpu_before = server.cpu_secs();
+    let outcome = client::run(addr, steps, duration).await;
+    let cpu = server.cpu_secs() - cpu_before;
+    let per_request = cpu * 1e6 / outcome.requests.max(1) as f64;
+    (outcome, per_request)
+}
+
 fn repeat<S>(n: usize, make: impl Fn(usize) -> S) -> Vec<S> {
     (0..n).map(make).collect()
+}
+
+/// Distinct access tokens `GET /v1/me` goes round.
+const ME_TOKENS: usize = 1000;
+
+/// `total` distinct access tokens, minted by refreshing the sessions in turn
+/// (each refresh signs a new token; the earlier ones stay live). The sessions
+/// keep their newest refresh token.
+async fn mint_access_tokens(addr: &str, sessions: &mut [Session], total: usize) -> Vec<String> {
+    let mut conn = client::connect(addr).await;
+    let mut tokens = Vec::with_capacity(total);
+    for i in 0..total {
+        let session = &mut sessions[i % sessions.len()];
+        let body = format!(r#"{{"refresh_token":"{}"}}"#, session.refresh);
+        let answer = send(&mut conn, post_json(addr, "/v1/auth/refresh", body, &[]))
+            .await
+            .expect("refresh");
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let grant: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+        session.refresh = grant["refresh_token"].as_str().expect("refresh").to_owned();
+        tokens.push(grant["access_token"].as_str().expect("access").to_owned());
+    }
+    tokens
+}
+
+/// `GET /v1/me` with each token of a shared list in turn.
+struct RoundRobin {
+    addr: String,
+    tokens: Arc<Vec<String>>,
+    next: usize,
+}
+
+impl Step for RoundRobin {
+    async fn step(&mut self, conn: &mut Conn) -> Option<bool> {
+        self.next = (self.next + 1) % self.tokens.len();
+        let authorization = format!("Bearer {}", self.tokens[self.next]);
+        let answer = send(
+            conn,
+            get(&self.addr, "/v1/me", &[("authorization", &authorization)]),
+        )
+        .await;
+        Some(answer.is_some_and(|a| a.status == 200))
+    }
 }
 
 struct Session {

@@ -6,7 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+/// The server binary: this build's, or `GATEHOUSE_BENCH_BIN` (e.g. a build of
+/// main, to measure before and after with the same load generator).
+pub fn bin() -> String {
+    std::env::var("GATEHOUSE_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gatehouse").into())
+}
 pub const ADMIN: &str = "admin@bench.example.org";
 
 pub struct Server {
@@ -36,7 +40,7 @@ pub fn bench_env(data_dir: &Path, database_url: Option<&str>) -> Vec<(String, St
 impl Server {
     pub fn start(env: &[(String, String)]) -> Self {
         let started = Instant::now();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .arg("serve")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("GATEHOUSE_LOG", "warn,gatehouse::app=info")
@@ -73,6 +77,21 @@ impl Server {
     /// Resident set size of the server process, in bytes.
     pub fn rss_bytes(&self) -> u64 {
         rss_of(self.child.id())
+    }
+
+    /// CPU time (user + system) the server has used so far, in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesized name,
+        // in clock ticks (USER_HZ, 100 on Linux).
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let ticks =
+                    fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+                Some(ticks as f64 / 100.0)
+            })
+            .unwrap_or(0.0)
     }
 
     pub fn pid(&self) -> u32 {

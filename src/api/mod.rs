@@ -17,6 +17,7 @@ pub mod paging;
 pub mod roles;
 pub mod roster;
 pub mod security;
+pub mod signing_keys;
 pub mod views;
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use poem_openapi::{OpenApi, OpenApiService};
 pub use security::{AdminAuth, BearerAuth, KeyAuth};
 
 use crate::admin::AdminService;
-use crate::auth::{AuthService, Client};
+use crate::auth::{AuthService, Client, SigningKeys};
 use crate::clock::Clock;
 use crate::mail::Mailer;
 use crate::store::DynStore;
@@ -57,6 +58,9 @@ pub enum ApiTags {
     ApiKeys,
     /// What happened, and who did it (admin only).
     Audit,
+    /// The keys that sign access tokens: published for verifiers (JWKS, OpenID
+    /// discovery), rotated and revoked by admins.
+    SigningKeys,
     /// Liveness and readiness.
     Health,
 }
@@ -68,6 +72,7 @@ pub struct ApiServices {
     pub clock: Clock,
     pub auth: Arc<AuthService>,
     pub admin: Arc<AdminService>,
+    pub signing_keys: Arc<SigningKeys>,
     pub mailer: Arc<Mailer>,
     pub proxies: TrustedProxies,
     /// Whether `POST /v1/auth/eligibility` answers (it reveals the allowlist).
@@ -85,6 +90,7 @@ pub type Apis = (
     roles::RolesApi,
     api_keys::ApiKeysApi,
     audit::AuditApi,
+    signing_keys::SigningKeysApi,
     health::HealthApi,
 );
 
@@ -142,6 +148,12 @@ pub fn service(services: &ApiServices, server: &str) -> OpenApiService<Apis, ()>
         },
         audit::AuditApi {
             store: s.store.clone(),
+        },
+        signing_keys::SigningKeysApi {
+            keys: s.signing_keys.clone(),
+            issuer: s.auth.jwt().issuer().to_owned(),
+            jwks_uri: format!("{server}/.well-known/jwks.json"),
+            proxies: s.proxies.clone(),
         },
         health::HealthApi {
             store: s.store.clone(),

@@ -1,19 +1,25 @@
 //! Authentication, one job per file: signing in by link or code
 //! (`sign_in.rs`), sessions and their rotating refresh tokens (`sessions.rs`),
 //! API keys (`api_key.rs`), and the rate limits in front of them
-//! (`rate_limit.rs`). [`AuthService`] only bundles the jobs, built from the
-//! same store, clock and keys, and tells a session's token from a key's.
+//! (`rate_limit.rs`); access tokens (`jwt.rs`) signed with keys that live in
+//! the store (`signing_keys.rs`), held decoded in memory (`keyring.rs`).
+//! [`AuthService`] only bundles the jobs, built from the same store, clock and
+//! keys, and tells a session's token from a key's.
 
 mod api_key;
 mod client;
 mod handoff;
 mod jwt;
+mod key_material;
+mod key_vault;
+mod keyring;
 mod keys;
 mod principal;
 mod rate_limit;
 mod redirect;
 mod sessions;
 mod sign_in;
+mod signing_keys;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,13 +27,16 @@ use std::time::Duration;
 pub use api_key::{ApiKeys, MAX_CONCURRENT_VERIFICATIONS, hash_api_key};
 pub use client::{Client, describe_device};
 pub use handoff::{HandoffKeys, RequestHandle};
-pub use jwt::{Claims, JwtError, JwtKeys};
+pub use jwt::{ACCESS_TOKEN_TYPE, Claims, JwtError, JwtKeys};
+pub use key_material::KeyMaterialError;
+pub use keyring::{KeyState, Keyring};
 pub use keys::{ServerSecret, load_or_create_secret};
 pub use principal::Principal;
 pub use rate_limit::RateLimiter;
 pub use redirect::RedirectTarget;
 pub use sessions::{Sessions, TokenGrant};
 pub use sign_in::{CrossDevice, Handoff, LinkRequest, RequestStatus, SignIn};
+pub use signing_keys::{KeyActor, KeyInfo, KeyPolicy, RELOAD_EVERY, SigningKeyError, SigningKeys};
 
 use crate::clock::Clock;
 use crate::config::{RateLimitSettings, Settings};

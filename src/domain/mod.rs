@@ -7,6 +7,7 @@ mod member;
 mod role;
 mod rules;
 mod secret;
+mod signing_alg;
 
 pub use api_key::{ApiKey, prefix_of as api_key_prefix};
 pub use email::{Email, EmailError};
@@ -14,3 +15,4 @@ pub use member::{Member, MemberId, MemberStatus};
 pub use role::{Role, RoleError};
 pub use rules::{Conflict, an_admin_remains, may_delete_granted_role, may_delete_role};
 pub use secret::{OpaqueToken, SignInCode, TokenHash};
+pub use signing_alg::{SigningAlg, UnknownAlg};

@@ -46,6 +46,9 @@ pub struct Freshness {
     /// listener is connecting, or lost its connection): reads then bypass the
     /// cache.
     watching: AtomicBool,
+    /// Ticks on every change to the signing keys seen (and whenever changes
+    /// may have gone unseen), so that the keys decoded in memory are reloaded.
+    signing_keys: tokio::sync::watch::Sender<u64>,
 }
 
 impl Freshness {
@@ -55,6 +58,7 @@ impl Freshness {
         Arc::new(Self {
             epoch: AtomicU64::new(0),
             watching: AtomicBool::new(true),
+            signing_keys: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -64,6 +68,7 @@ impl Freshness {
         Arc::new(Self {
             epoch: AtomicU64::new(0),
             watching: AtomicBool::new(false),
+            signing_keys: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -77,6 +82,17 @@ impl Freshness {
     pub fn watching(&self, watching: bool) {
         self.watching.store(watching, Ordering::Release);
         self.changed();
+        self.signing_keys_changed();
+    }
+
+    /// The signing keys changed (or may have, unseen): their readers reload.
+    pub fn signing_keys_changed(&self) {
+        self.signing_keys.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Ticks on every [`Freshness::signing_keys_changed`].
+    pub fn signing_key_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signing_keys.subscribe()
     }
 
     /// The current change count, or `None` when nothing may be cached.
@@ -526,6 +542,44 @@ impl OutboxStore for CachedStore {
         now: i64,
     ) -> StoreResult<RequeueOutcome> {
         self.inner.requeue_failed_mail(id, audit, now).await
+    }
+}
+
+#[async_trait]
+impl SigningKeyStore for CachedStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
+        self.inner.signing_keys().await
+    }
+
+    /// Caches nothing, but tells this process's key readers at once.
+    async fn add_signing_key(
+        &self,
+        key: NewSigningKey,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let added = self.inner.add_signing_key(key, audit, now).await;
+        self.freshness.signing_keys_changed();
+        added
+    }
+
+    async fn revoke_signing_key(
+        &self,
+        kid: &str,
+        replacement: Option<NewSigningKey>,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let revoked = self
+            .inner
+            .revoke_signing_key(kid, replacement, audit, now)
+            .await;
+        self.freshness.signing_keys_changed();
+        revoked
+    }
+
+    fn signing_key_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.freshness.signing_key_changes())
     }
 }
 

@@ -6,8 +6,8 @@
 //! - one module per area holds its trait and its operations, each a method that
 //!   reads top to bottom (its SQL, its transaction, its audit row):
 //!   `sign_in.rs`, `sessions.rs`, `members.rs`, `roles.rs`, `roster.rs`,
-//!   `api_keys.rs`, `audit.rs`, `outbox.rs`, `console.rs` (the admin
-//!   console's counts and staged uploads), and the housekeeping here;
+//!   `api_keys.rs`, `audit.rs`, `outbox.rs`, `signing_keys.rs`, `console.rs` (the
+//!   admin console's counts and staged uploads), and the housekeeping here;
 //! - `schema.rs` holds the rules every query shares (an active member, a live
 //!   session, a grant in force, an address that may sign in) and the member
 //!   row with its column list; `sql.rs` runs a statement on either backend;
@@ -35,6 +35,7 @@ mod roster;
 mod schema;
 mod sessions;
 mod sign_in;
+mod signing_keys;
 mod sql;
 mod sqlite;
 mod types;
@@ -58,6 +59,7 @@ pub use roster::{
 };
 pub use sessions::SessionStore;
 pub use sign_in::SignInStore;
+pub use signing_keys::{NewSigningKey, SigningKeyRow, SigningKeyStore};
 pub use sqlite::{Sqlite, SqliteStore};
 pub use types::*;
 
@@ -78,6 +80,7 @@ pub trait Store:
     + ApiKeyStore
     + AuditStore
     + OutboxStore
+    + SigningKeyStore
     + ConsoleStore
     + DeviceStore
     + Send

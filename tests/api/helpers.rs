@@ -113,6 +113,12 @@ impl TestApp {
     /// A `database_url` among them (several apps on one database) is used instead
     /// of a fresh database.
     pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
+        Self::spawn_at(backend, overrides, Clock::system()).await
+    }
+
+    /// [`TestApp::spawn_with`] on `clock`, set before the app starts (e.g. in
+    /// the past, so that tokens it signs are live for a verifier on real time).
+    pub async fn spawn_at(backend: Backend, overrides: &[(&str, &str)], clock: Clock) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let database_url = match overrides.iter().find(|(key, _)| *key == "database_url") {
             Some((_, url)) => (*url).to_owned(),
@@ -140,7 +146,7 @@ impl TestApp {
         for (key, value) in overrides {
             raw.insert((*key).to_owned(), (*value).to_owned());
         }
-        Self::start(raw, dir, Clock::system()).await
+        Self::start(raw, dir, clock).await
     }
 
     async fn start(raw: BTreeMap<String, String>, dir: tempfile::TempDir, clock: Clock) -> Self {

@@ -21,6 +21,7 @@ mod mail_http;
 mod mail_support;
 mod scale_out;
 mod sign_in;
+mod signing_keys;
 mod smtp;
 mod store;
 mod tokens;

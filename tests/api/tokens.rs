@@ -147,10 +147,12 @@ async fn deleting_myself_revokes_every_session_and_stops_sign_in(backend: Backen
     );
 }
 
-/// Signs `claims` with the server's secret (or another) to probe verification.
-fn forge(claims: &Value, alg: Algorithm, secret: &str) -> String {
+/// Signs `claims` with the server's secret (or another) under the key id of
+/// the server's HS256 key, to probe verification.
+fn forge(claims: &Value, alg: Algorithm, secret: &str, kid: &str) -> String {
     let mut header = Header::new(alg);
-    header.kid = None;
+    header.kid = Some(kid.to_owned());
+    header.typ = Some("at+jwt".into());
     jsonwebtoken::encode(
         &header,
         claims,
@@ -159,10 +161,13 @@ fn forge(claims: &Value, alg: Algorithm, secret: &str) -> String {
     .unwrap()
 }
 
+/// HS256, where the secret is known to the test: every claim is probed with a
+/// correct signature (`signing_keys.rs` probes the headers on every algorithm).
 async fn forged_and_stale_access_tokens_are_refused(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(backend, &[("jwt_alg", "HS256")]).await;
     let session = app.sign_in(ADMIN).await;
     let good = str_of(&session, "access_token");
+    let kid = jsonwebtoken::decode_header(good).unwrap().kid.unwrap();
     let claims = serde_json::to_value(app.claims(good)).unwrap();
     let now = chrono::Utc::now().timestamp();
     let with = |patch: Value| {
@@ -174,9 +179,12 @@ async fn forged_and_stale_access_tokens_are_refused(backend: Backend) {
     };
     // A correctly signed copy works: the probes below differ in one thing each.
     assert_eq!(
-        app.get_as("/v1/me", &forge(&claims, Algorithm::HS256, JWT_SECRET))
-            .await
-            .status(),
+        app.get_as(
+            "/v1/me",
+            &forge(&claims, Algorithm::HS256, JWT_SECRET, &kid)
+        )
+        .await
+        .status(),
         200
     );
 
@@ -198,15 +206,17 @@ async fn forged_and_stale_access_tokens_are_refused(backend: Backend) {
                 &claims,
                 Algorithm::HS256,
                 "another-secret-another-secret-another-secret",
+                &kid,
             ),
         ),
-        ("HS512", forge(&claims, Algorithm::HS512, JWT_SECRET)),
+        ("HS512", forge(&claims, Algorithm::HS512, JWT_SECRET, &kid)),
         (
             "expired",
             forge(
                 &with(json!({ "exp": now - 30, "iat": now - 960, "nbf": now - 960 })),
                 Algorithm::HS256,
                 JWT_SECRET,
+                &kid,
             ),
         ),
         (
@@ -215,6 +225,7 @@ async fn forged_and_stale_access_tokens_are_refused(backend: Backend) {
                 &with(json!({ "aud": "someone-else" })),
                 Algorithm::HS256,
                 JWT_SECRET,
+                &kid,
             ),
         ),
         (
@@ -223,6 +234,7 @@ async fn forged_and_stale_access_tokens_are_refused(backend: Backend) {
                 &with(json!({ "iss": "https://evil.test" })),
                 Algorithm::HS256,
                 JWT_SECRET,
+                &kid,
             ),
         ),
         (
@@ -231,6 +243,7 @@ async fn forged_and_stale_access_tokens_are_refused(backend: Backend) {
                 &with(json!({ "nbf": now + 120 })),
                 Algorithm::HS256,
                 JWT_SECRET,
+                &kid,
             ),
         ),
         (
@@ -239,6 +252,7 @@ async fn forged_and_stale_access_tokens_are_refused(backend: Backend) {
                 &with(json!({ "sid": "no-such-session" })),
                 Algorithm::HS256,
                 JWT_SECRET,
+                &kid,
             ),
         ),
         ("garbage", "not.a.jwt".to_owned()),
@@ -263,7 +277,12 @@ async fn roles_in_the_token_follow_the_store(backend: Backend) {
     assert_eq!(session["expires_in"], 900);
     assert_eq!(session["token_type"], "Bearer");
     let header = jsonwebtoken::decode_header(str_of(&session, "access_token")).unwrap();
-    assert_eq!(header.alg, Algorithm::HS256);
+    assert_eq!(
+        header.alg,
+        Algorithm::ES256,
+        "the default of a new installation"
+    );
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     assert!(header.kid.is_some());
 }
 

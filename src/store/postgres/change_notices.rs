@@ -1,6 +1,6 @@
 //! Hears about changes other Postgres clients commit to sessions, members,
-//! roles and API keys, so that this instance's read cache (`cache.rs`) drops
-//! what they made stale.
+//! roles, API keys and signing keys, so that this instance's read cache
+//! (`cache.rs`) drops what they made stale and its signing keys are reloaded.
 //!
 //! The notices come from triggers on those tables
 //! (`migrations/postgres/0004_change_notices.sql`), so no writer can forget to
@@ -20,6 +20,10 @@ use crate::store::cache::Freshness;
 
 /// The channel the triggers notify.
 const CHANNEL: &str = "gatehouse_auth_changed";
+
+/// The payload of a notice about the signing keys
+/// (`migrations/postgres/0006_signing_keys.sql`); other notices have none.
+const SIGNING_KEYS: &str = "signing_keys";
 
 /// Waits between attempts to listen again: from the first to the longest.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
@@ -61,7 +65,12 @@ async fn listen(options: PgConnectOptions, freshness: Arc<Freshness>) {
                 retry = FIRST_RETRY;
                 let ended = loop {
                     match listener.try_recv().await {
-                        Ok(Some(_)) => freshness.changed(),
+                        Ok(Some(notice)) => {
+                            freshness.changed();
+                            if notice.payload() == SIGNING_KEYS {
+                                freshness.signing_keys_changed();
+                            }
+                        }
                         Ok(None) => break "connection lost".to_owned(),
                         Err(error) => break error.to_string(),
                     }

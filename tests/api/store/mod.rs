@@ -56,6 +56,7 @@ mod roles;
 mod roster;
 mod sessions;
 mod sign_in;
+mod signing_keys;
 
 /// The stores every contract test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
