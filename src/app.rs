@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::SetHeader;
@@ -25,6 +25,7 @@ use crate::mail::worker::{OutboxWorker, RetryPolicy};
 use crate::mail::{Mailer, Sealer, transport_from_settings};
 use crate::metrics::Metrics;
 use crate::store::{self, DynStore};
+use crate::telemetry::RequestObserver;
 use crate::templates::Templates;
 use crate::web::{Console, ConsoleSettings};
 
@@ -160,6 +161,7 @@ impl Application {
             settings.access_ttl,
         );
         let auth_settings = AuthSettings::from_settings(&settings, &public_url);
+        let metrics = Arc::new(Metrics::new());
         let auth = AuthService::new(
             store.clone(),
             clock.clone(),
@@ -167,8 +169,8 @@ impl Application {
             mailer.clone(),
             &secret,
             auth_settings,
-        );
-        let metrics = Arc::new(Metrics::new());
+        )
+        .with_metrics(metrics.clone());
         let worker = OutboxWorker::new(
             store.clone(),
             clock.clone(),
@@ -272,6 +274,7 @@ async fn janitor(store: DynStore, clock: Clock, mut stop: watch::Receiver<bool>)
 /// The whole HTTP surface: API, pages, spec and docs, with the middleware stack.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let proxies = TrustedProxies::new(&state.settings.trusted_proxies);
+    let observer = RequestObserver::new(state.metrics.clone(), proxies.clone());
     let services = ApiServices {
         store: state.store.clone(),
         clock: state.clock.clone(),
@@ -334,7 +337,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .data(metrics)
         .with(SetHeader::new().overriding("x-content-type-options", "nosniff"))
         .around(no_store_unless_cacheable)
-        .around(log_request)
+        .around(move |ep, req| crate::telemetry::observe(ep, req, observer.clone()))
         .catch_all_error(|err| async move { crate::error::render_any_error(err) })
 }
 
@@ -355,18 +358,4 @@ async fn no_store_unless_cacheable<E: Endpoint>(
         );
     }
     Ok(response)
-}
-
-/// Logs method, path (never the query: it may hold a token), status and latency.
-async fn log_request<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let started = Instant::now();
-    let result = next.call(req).await.map(IntoResponse::into_response);
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(error) => error.status(),
-    };
-    tracing::info!(%method, %path, status = status.as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
-    result
 }

@@ -55,6 +55,7 @@ pub const KEYS: &[&str] = &[
     "max_import_bytes",
     "console_idle_minutes",
     "log",
+    "log_format",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +162,32 @@ pub struct MailSettings {
     pub max_attempts: u32,
 }
 
+/// How log lines are written: text for people (the default), or JSON, one
+/// object per line, for a log pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where a setting's value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    Environment,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Default => "default",
+            Self::File => "file",
+            Self::Environment => "environment",
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RateLimitSettings {
     pub window: Duration,
@@ -206,20 +233,47 @@ pub struct Settings {
     /// An admin console session ends after this long without a request.
     pub console_idle: Duration,
     pub log: String,
+    pub log_format: LogFormat,
 }
 
 impl Settings {
     /// Loads defaults, then `file` if given, then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_sources(file).map(|(settings, _)| settings)
+    }
+
+    /// [`Settings::load`], and where each setting's value came from.
+    pub fn load_with_sources(
+        file: Option<&Path>,
+    ) -> Result<(Self, BTreeMap<&'static str, Source>), ConfigError> {
         let mut raw = BTreeMap::new();
         if let Some(path) = file {
             raw.extend(read_toml(path)?);
         }
-        raw.extend(
-            std::env::vars()
-                .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase(), v))),
-        );
-        Self::from_map(&raw)
+        let from_file = raw.clone();
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase(), v)))
+            .collect();
+        raw.extend(env.clone());
+        let settings = Self::from_map(&raw)?;
+        // As in `from_map`, a blank value counts as absent.
+        let given = |map: &BTreeMap<String, String>, key: &str| {
+            map.get(key).is_some_and(|v| !v.trim().is_empty())
+        };
+        let sources = KEYS
+            .iter()
+            .map(|&key| {
+                let source = if given(&env, key) {
+                    Source::Environment
+                } else if given(&from_file, key) {
+                    Source::File
+                } else {
+                    Source::Default
+                };
+                (key, source)
+            })
+            .collect();
+        Ok((settings, sources))
     }
 
     /// Builds settings from raw `key -> value` pairs; keys absent take their default.
@@ -399,6 +453,16 @@ impl Settings {
                 )? * 60,
             ),
             log: get("log").unwrap_or("info").to_owned(),
+            log_format: match get("log_format").map(str::to_ascii_lowercase).as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(invalid(
+                        "log_format",
+                        format!("`{other}` is not one of text, json"),
+                    ));
+                }
+            },
         })
     }
 
@@ -555,6 +619,9 @@ mod tests {
         assert!(Settings::from_map(&map(&[("mail_transport", "pigeon")])).is_err());
         assert!(Settings::from_map(&map(&[("mail_transport", "smtp")])).is_err());
         assert!(Settings::from_map(&map(&[("allowed_redirects", "javascript:alert(1)")])).is_err());
+        assert!(Settings::from_map(&map(&[("log_format", "xml")])).is_err());
+        let json = Settings::from_map(&map(&[("log_format", "JSON")])).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
         assert!(Settings::from_map(&map(&[("jwt_alg", "none")])).is_err());
         assert!(
             Settings::from_map(&map(&[("signing_key_publish_delay_secs", "300")])).is_err(),

@@ -32,6 +32,11 @@ pub struct Problem {
     pub detail: Option<String>,
     /// A stable identifier for programs, e.g. `rate_limited` or `invalid_email`.
     pub code: String,
+    /// The request's id, as in the `X-Request-Id` response header and the
+    /// server's log lines for it: quote it when reporting a problem.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,18 +133,22 @@ pub fn problem(status: StatusCode, code: &str, detail: Option<String>) -> Proble
         status: status.as_u16(),
         detail,
         code: code.into(),
+        request_id: crate::telemetry::current_request_id().map(|id| id.to_string()),
     }
 }
 
 /// Renders a problem document as a response with the right content type.
 pub fn problem_response(problem: &Problem) -> Response {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": problem.kind,
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
         "code": problem.code,
     });
+    if let Some(id) = &problem.request_id {
+        body["request_id"] = serde_json::Value::from(id.as_str());
+    }
     Response::builder()
         .status(StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .content_type(PROBLEM_JSON)

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gatehouse::app::{Application, open_store};
 use gatehouse::config::Settings;
-use tracing_subscriber::EnvFilter;
 
 /// gatehouse: passwordless, invite-only membership.
 #[derive(Parser)]
@@ -25,6 +24,10 @@ enum Command {
     Migrate,
     /// Print the OpenAPI spec (JSON) and exit.
     Openapi,
+    /// Print the effective settings (secrets redacted) and where each came
+    /// from, then try the database and the mail transport; exits non-zero,
+    /// naming the part, if one fails.
+    Check,
     /// Import a roster CSV into the allowlist, in one transaction.
     Import {
         file: PathBuf,
@@ -70,20 +73,14 @@ enum ApikeyCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(settings) => settings,
+    let (settings, sources) = match Settings::load_with_sources(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("gatehouse: {error}");
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_new(&settings.log).unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    gatehouse::telemetry::init_logging(&settings.log, settings.log_format);
     let outcome = match cli.command {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
@@ -110,6 +107,11 @@ async fn main() -> ExitCode {
                 }
             };
             printed.map(|text| print!("{text}")).map_err(Into::into)
+        }
+        Command::Check => {
+            let report = gatehouse::check::check(&settings, &sources).await;
+            print!("{}", report.text);
+            report.outcome.map_err(Into::into)
         }
         Command::Openapi => {
             let server = settings

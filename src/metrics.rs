@@ -1,16 +1,32 @@
 //! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
 //!
 //! `prometheus-client` is the Prometheus project's own Rust client: typed
-//! metrics, no global registry, no HTTP server of its own. Counters and the
-//! histogram count what this process did; the outbox gauge is read from the
-//! database at scrape time, so with several instances every one reports the
-//! same, shared queue.
+//! metrics, no global registry, no HTTP server of its own. Counters and
+//! histograms count what this process did; the gauges of shared state (the
+//! outbox by state, later the webhook queues) are read from the database at
+//! scrape time, so with several instances every one reports the same, shared
+//! queue; the pool gauges are this process's own connections.
+//!
+//! One job per file: HTTP requests (`metrics/http.rs`), the sign-in funnel and
+//! API keys (`metrics/auth.rs`), state read at scrape time
+//! (`metrics/state.rs`); mail delivery is here.
+//!
+//! No label carries an address, a token or any other value a client chooses:
+//! every label value is one of a fixed set, or a route template.
+
+mod auth;
+mod http;
+mod state;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+pub use auth::{ApiKeyCheck, AuthMetrics, RateLimit, VerifyFailure};
+pub use http::{HttpMetrics, UNMATCHED_ROUTE};
+pub use state::{PoolStats, QueueCount, StateGauges};
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -28,7 +44,9 @@ pub struct Metrics {
     mail_expired: Counter,
     mail_retried: Counter,
     delivery_seconds: Histogram,
-    outbox_queued: Gauge,
+    http: HttpMetrics,
+    auth: AuthMetrics,
+    state: StateGauges,
 }
 
 impl Default for Metrics {
@@ -46,7 +64,9 @@ impl Metrics {
             mail_expired: Counter::default(),
             mail_retried: Counter::default(),
             delivery_seconds: Histogram::new(LATENCY_BUCKETS),
-            outbox_queued: Gauge::default(),
+            http: HttpMetrics::default(),
+            auth: AuthMetrics::default(),
+            state: StateGauges::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -75,10 +95,13 @@ impl Metrics {
             metrics.delivery_seconds.clone(),
         );
         registry.register(
-            "outbox_queued",
-            "Mails waiting in the outbox (read from the database at scrape time)",
-            metrics.outbox_queued.clone(),
+            "build",
+            "The running build",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
+        metrics.http.register(&mut registry);
+        metrics.auth.register(&mut registry);
+        metrics.state.register(&mut registry);
         Self {
             registry,
             ..metrics
@@ -103,9 +126,24 @@ impl Metrics {
         self.mail_retried.inc();
     }
 
-    /// The exposition text, with the outbox gauge set to `queued`.
-    pub fn render(&self, queued: i64) -> Result<String, std::fmt::Error> {
-        self.outbox_queued.set(queued);
+    /// Requests by route template, method and status, and their latency.
+    pub fn http(&self) -> &HttpMetrics {
+        &self.http
+    }
+
+    /// The sign-in funnel, rate limits and API-key verifications.
+    pub fn auth(&self) -> &AuthMetrics {
+        &self.auth
+    }
+
+    /// The exposition text, with the gauges of shared state set from `queues`
+    /// and `pools` (read by the caller at scrape time).
+    pub fn render(
+        &self,
+        queues: &[QueueCount],
+        pools: &[PoolStats],
+    ) -> Result<String, std::fmt::Error> {
+        self.state.set(queues, pools);
         let mut text = String::new();
         encode(&mut text, &self.registry)?;
         Ok(text)
@@ -121,14 +159,24 @@ mod tests {
         let metrics = Metrics::new();
         metrics.mail_sent(1.5);
         metrics.mail_failed();
-        let text = metrics.render(3).unwrap();
+        let queues = [QueueCount {
+            queue: "outbox",
+            state: "queued",
+            count: 3,
+        }];
+        let text = metrics.render(&queues, &[]).unwrap();
         assert!(text.contains("gatehouse_mail_sent_total 1"), "{text}");
         assert!(text.contains("gatehouse_mail_failed_total 1"), "{text}");
         assert!(text.contains("gatehouse_outbox_queued 3"), "{text}");
         assert!(
+            text.contains("gatehouse_queue_items{queue=\"outbox\",state=\"queued\"} 3"),
+            "{text}"
+        );
+        assert!(
             text.contains("gatehouse_mail_delivery_seconds_bucket{le=\"2.0\"} 1"),
             "{text}"
         );
+        assert!(text.contains("gatehouse_build_info{version="), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -51,14 +51,17 @@ impl Served {
             seen: Vec::new(),
         };
         let line = served.wait_for_log("gatehouse is serving");
-        served.addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
+        served.addr = match serde_json::from_str::<Value>(&line) {
+            Ok(json) => json["fields"]["addr"].as_str().unwrap().to_owned(),
+            Err(_) => line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned(),
+        };
         served
     }
 
@@ -297,4 +300,165 @@ async fn an_operator_lists_rotates_and_revokes_signing_keys() {
     assert!(ok && revoked.contains("revoked"), "{err}");
     let (ok, _, err) = run(&["revoke", &kid]);
     assert!(!ok && err.contains("no live signing key"), "{err}");
+}
+
+#[tokio::test]
+async fn json_logs_parse_line_by_line_and_carry_the_request_id() {
+    let cwd = tempfile::tempdir().unwrap();
+    let served = Served::start(
+        cwd.path(),
+        &[
+            ("GATEHOUSE_BIND", "127.0.0.1:0"),
+            ("GATEHOUSE_BOOTSTRAP_ADMINS", "admin@example.org"),
+            ("GATEHOUSE_LOG_FORMAT", "json"),
+            // Store operations log too, under the request that made them.
+            ("GATEHOUSE_LOG", "info,gatehouse::store=debug"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let id_of = |response: &reqwest::Response| {
+        response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let asked = client
+        .post(served.url("/v1/auth/magic-link"))
+        .json(&json!({ "email": "admin@example.org" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    let link_request = id_of(&asked);
+    let eml = find_eml(&cwd.path().join("data/mail"));
+    let token = eml.split("token=").nth(1).unwrap()[..43].to_owned();
+    let refused = client
+        .post(served.url("/v1/auth/verify"))
+        .json(&json!({ "token": "x".repeat(43) }))
+        .send()
+        .await
+        .unwrap();
+    let refusal = id_of(&refused);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["request_id"], refusal.as_str());
+    let verified = client
+        .post(served.url("/v1/auth/verify"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+
+    let log = served.terminate();
+    let lines: Vec<Value> = log
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let of_request = |id: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|line| line["request_id"] == id)
+            .collect()
+    };
+    for id in [&link_request, &refusal] {
+        let request_lines = of_request(id);
+        let summary = request_lines
+            .iter()
+            .find(|line| line["fields"]["message"] == "request")
+            .unwrap_or_else(|| panic!("no request line for {id}:\n{}", log.join("\n")));
+        assert!(summary["fields"]["status"].is_u64());
+        assert!(
+            summary["fields"]["route"]
+                .as_str()
+                .unwrap()
+                .starts_with("/v1/auth/")
+        );
+    }
+    let store_lines = of_request(&link_request);
+    assert!(
+        store_lines
+            .iter()
+            .any(|line| line["fields"]["message"] == "store operation"
+                && line["span"]["op"] == "create_magic_link"),
+        "the link request's store operation is logged under its id:\n{}",
+        log.join("\n")
+    );
+    let all = log.join("\n");
+    assert!(!all.contains(&token), "no token in the logs");
+    let code_at = eml.find("code where you asked for it: ").unwrap() + 29;
+    assert!(
+        !all.contains(&eml[code_at..code_at + 6]),
+        "no code in the logs"
+    );
+}
+
+/// A local port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn check(cwd: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = gatehouse(cwd)
+        .arg("check")
+        .envs(env.iter().copied())
+        .env("GATEHOUSE_MAIL_TIMEOUT_SECS", "3")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_shows_settings_and_names_the_part_that_fails() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("gatehouse.toml"),
+        "org_name = \"Chess Club\"\n",
+    )
+    .unwrap();
+    let secret = "0123456789abcdef0123456789abcdef-top-secret";
+    let config = ("GATEHOUSE_CONFIG", "gatehouse.toml");
+    let (ok, out, err) = check(cwd.path(), &[config, ("GATEHOUSE_JWT_SECRET", secret)]);
+    assert!(ok, "a good setup passes:\n{out}\n{err}");
+    assert!(
+        out.contains("database: ok") && out.contains("mail: ok"),
+        "{out}"
+    );
+    let line = |key: &str| -> String {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key} in\n{out}"))
+            .to_owned()
+    };
+    assert!(line("org_name").contains("Chess Club") && line("org_name").ends_with("file"));
+    assert!(line("jwt_secret").ends_with("environment"));
+    assert!(line("link_ttl_secs").ends_with("default"));
+    assert!(!out.contains("top-secret"), "secrets are redacted:\n{out}");
+
+    let bad_db = format!(
+        "postgres://gatehouse:db-password@127.0.0.1:{}/nope",
+        closed_port()
+    );
+    let (ok, out, err) = check(cwd.path(), &[("GATEHOUSE_DATABASE_URL", &bad_db)]);
+    assert!(!ok, "a bad database fails:\n{out}");
+    assert!(err.contains("the database failed"), "{err}");
+    assert!(!err.contains("the mail transport failed"), "{err}");
+    assert!(!out.contains("db-password") && !err.contains("db-password"));
+
+    let smtp = format!("smtp://mailer:smtp-password@127.0.0.1:{}", closed_port());
+    let (ok, out, err) = check(
+        cwd.path(),
+        &[
+            ("GATEHOUSE_MAIL_TRANSPORT", "smtp"),
+            ("GATEHOUSE_SMTP_URL", &smtp),
+        ],
+    );
+    assert!(!ok, "an unreachable SMTP server fails:\n{out}");
+    assert!(err.contains("the mail transport failed"), "{err}");
+    assert!(!err.contains("the database failed"), "{err}");
+    assert!(!out.contains("smtp-password") && !err.contains("smtp-password"));
 }

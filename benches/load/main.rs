@@ -7,8 +7,10 @@
 //! Postgres server to use; otherwise a throwaway cluster with Postgres' default
 //! durability is started from the system binaries, as the tests do;
 //! `GATEHOUSE_BENCH_BACKENDS=sqlite` skips Postgres; `GATEHOUSE_BENCH_BIN` runs
-//! another server binary; the server inherits the environment, so
-//! `GATEHOUSE_JWT_ALG=EdDSA` measures another signing algorithm).
+//! another server binary (for before/after pairs); `GATEHOUSE_BENCH_LOG` sets the
+//! server's log filter (by default its address line and one info line per
+//! request); the server inherits the environment, so `GATEHOUSE_JWT_ALG=EdDSA`
+//! measures another signing algorithm).
 
 mod client;
 #[allow(dead_code)]

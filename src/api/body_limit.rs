@@ -11,6 +11,10 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// The path whose body is a roster file, with its own, larger limit.
 pub const IMPORT_PATH: &str = "/v1/admin/eligible-emails/import";
 
+/// Bodies over the limit but at most this large are read (and dropped) before
+/// the 413 is sent; larger ones are refused at once.
+const DRAIN_UP_TO: u64 = 4 << 20;
+
 /// The error a reader yields once a body passes its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is larger than {0} bytes")]
@@ -39,6 +43,12 @@ pub async fn limit_body<E: Endpoint>(
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(length) if length > limit => {
+            // A client still sending its body when the answer comes may see a
+            // reset connection instead of the 413: read and drop a body of
+            // moderate size first, so that it reads the answer.
+            if length <= DRAIN_UP_TO {
+                let _ = req.take_body().into_bytes().await;
+            }
             return Err(poem::Error::from_status(
                 poem::http::StatusCode::PAYLOAD_TOO_LARGE,
             ));

@@ -198,6 +198,14 @@ impl TrustedProxies {
         Self(proxies.into())
     }
 
+    /// Whether `req` came straight from a trusted proxy, whose headers
+    /// (`X-Forwarded-For`, `X-Request-Id`) are believed.
+    pub fn is_trusted_peer(&self, req: &Request) -> bool {
+        req.remote_addr()
+            .as_socket_addr()
+            .is_some_and(|addr| self.0.contains(&addr.ip().to_canonical()))
+    }
+
     /// The address of the client behind `req`; see [`client_ip`].
     pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
         client_ip(req, &self.0)

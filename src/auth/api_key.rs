@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -22,6 +23,7 @@ use tokio::sync::Semaphore;
 use super::{AuthError, JwtKeys, Principal, RateLimiter};
 use crate::clock::Clock;
 use crate::domain::{ApiKey, Role, api_key_prefix};
+use crate::metrics::{ApiKeyCheck, Metrics};
 use crate::store::{ApiKeyRecord, DynStore};
 
 pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
@@ -40,6 +42,7 @@ pub struct ApiKeys {
     jwt: Arc<JwtKeys>,
     limiter: RateLimiter,
     verifier: Arc<Verifier>,
+    metrics: Arc<Metrics>,
 }
 
 /// Verified keys, the bound on concurrent Argon2 work, and its working memory.
@@ -129,7 +132,13 @@ impl ApiKeys {
             jwt,
             limiter,
             verifier: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    pub(super) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.limiter.set_metrics(metrics.clone());
+        self.metrics = metrics;
     }
 
     /// Authenticates `raw` (the whole `gh_…` key) for a request from `ip`.
@@ -148,7 +157,12 @@ impl ApiKeys {
             return self.fail(ip).await;
         };
         let touched_at = match cached {
-            Some(touched_at) => touched_at,
+            Some(touched_at) => {
+                self.metrics
+                    .auth()
+                    .api_key_checked(ApiKeyCheck::Remembered, true);
+                touched_at
+            }
             None => {
                 if let Some(ip) = ip {
                     self.limiter
@@ -228,18 +242,25 @@ impl ApiKeys {
         // Many first requests with one new key arrive together: the first to get a
         // permit verifies it, the others find it verified here and skip Argon2.
         if self.verifier.verified().contains_key(fingerprint) {
+            self.metrics
+                .auth()
+                .api_key_checked(ApiKeyCheck::Remembered, true);
             return Ok(true);
         }
         let secret = key.secret().to_owned();
         let stored = stored.to_owned();
         let mut memory = self.verifier.memory().pop().unwrap_or_default();
-        let (matched, memory) = tokio::task::spawn_blocking(move || {
+        let (matched, memory, seconds) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let matched = verify_in(secret.as_bytes(), &stored, &mut memory);
-            (matched, memory)
+            (matched, memory, started.elapsed().as_secs_f64())
         })
         .await
         .map_err(|e| AuthError::Signing(format!("argon2 task: {e}")))?;
         self.verifier.memory().push(memory);
+        let auth_metrics = self.metrics.auth();
+        auth_metrics.argon2(seconds);
+        auth_metrics.api_key_checked(ApiKeyCheck::Hashed, matched);
         Ok(matched)
     }
 

@@ -41,6 +41,7 @@ pub use signing_keys::{KeyActor, KeyInfo, KeyPolicy, RELOAD_EVERY, SigningKeyErr
 use crate::clock::Clock;
 use crate::config::{RateLimitSettings, Settings};
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::store::{DynStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +143,15 @@ impl AuthService {
             api_keys,
             jwt,
         }
+    }
+
+    /// Counts the sign-in funnel, rate limits and API-key checks in `metrics`
+    /// (by default, in a registry of their own that nobody scrapes).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.sign_in.set_metrics(metrics.clone());
+        self.sessions.set_metrics(metrics.clone());
+        self.api_keys.set_metrics(metrics);
+        self
     }
 
     pub fn sign_in(&self) -> &SignIn {

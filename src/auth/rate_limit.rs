@@ -4,11 +4,13 @@
 //! faster but lets N instances allow N times the limit.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::AuthError;
 use crate::clock::Clock;
 use crate::config::RateLimitSettings;
 use crate::domain::Email;
+use crate::metrics::{Metrics, RateLimit};
 use crate::store::DynStore;
 
 #[derive(Clone)]
@@ -16,6 +18,7 @@ pub struct RateLimiter {
     store: DynStore,
     clock: Clock,
     limits: RateLimitSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl RateLimiter {
@@ -24,7 +27,12 @@ impl RateLimiter {
             store,
             clock,
             limits,
+            metrics: Arc::default(),
         }
+    }
+
+    pub(super) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = metrics;
     }
 
     fn window_secs(&self) -> i64 {
@@ -34,18 +42,22 @@ impl RateLimiter {
     /// Counts a sign-in attempt against the client's IP (if known) and, if given,
     /// the address; refuses with the time until the tighter window resets.
     pub async fn check(&self, ip: Option<IpAddr>, email: Option<&Email>) -> Result<(), AuthError> {
-        let mut buckets: Vec<(String, u32)> = Vec::with_capacity(2);
+        let mut buckets: Vec<(String, u32, RateLimit)> = Vec::with_capacity(2);
         if let Some(ip) = ip {
-            buckets.push((format!("ip:{ip}"), self.limits.per_ip));
+            buckets.push((format!("ip:{ip}"), self.limits.per_ip, RateLimit::Ip));
         }
         if let Some(email) = email {
-            buckets.push((format!("email:{email}"), self.limits.per_email));
+            buckets.push((
+                format!("email:{email}"),
+                self.limits.per_email,
+                RateLimit::Email,
+            ));
         }
         if buckets.is_empty() {
             return Ok(());
         }
         let now = self.clock.now();
-        let names: Vec<&str> = buckets.iter().map(|(name, _)| name.as_str()).collect();
+        let names: Vec<&str> = buckets.iter().map(|(name, ..)| name.as_str()).collect();
         let states = self
             .store
             .hit_rate_limits(&names, self.window_secs(), now)
@@ -56,7 +68,8 @@ impl RateLimiter {
         let retry_at = buckets
             .iter()
             .zip(&states)
-            .filter(|((_, limit), state)| state.count > i64::from(*limit))
+            .filter(|((_, limit, _), state)| state.count > i64::from(*limit))
+            .inspect(|((.., which), _)| self.metrics.auth().rate_limited(*which))
             .map(|(_, state)| state.resets_at)
             .max();
         match retry_at {
@@ -76,6 +89,7 @@ impl RateLimiter {
             .rate_limit_hits(bucket, window, self.clock.now())
             .await?;
         if hits >= i64::from(self.limits.per_ip) {
+            self.metrics.auth().rate_limited(RateLimit::ApiKeyFailures);
             return Err(AuthError::RateLimited {
                 retry_after_secs: window.max(1) as u64,
             });
@@ -91,6 +105,7 @@ impl RateLimiter {
             .hit_rate_limit(bucket, self.window_secs(), now)
             .await?;
         if state.count > i64::from(self.limits.per_ip) {
+            self.metrics.auth().rate_limited(RateLimit::ApiKeyFailures);
             return Err(AuthError::RateLimited {
                 retry_after_secs: (state.resets_at - now).max(1) as u64,
             });

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::{AuthError, Claims, Client, JwtError, JwtKeys, Principal, RedirectTarget};
 use crate::clock::Clock;
 use crate::domain::{Member, MemberId, OpaqueToken};
+use crate::metrics::Metrics;
 use crate::store::{
     AuditEntry, DynStore, NewRefreshToken, NewSession, RefreshOutcome, SessionInfo,
 };
@@ -33,6 +34,7 @@ pub struct Sessions {
     clock: Clock,
     jwt: Arc<JwtKeys>,
     refresh_ttl: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Sessions {
@@ -42,7 +44,12 @@ impl Sessions {
             clock,
             jwt,
             refresh_ttl,
+            metrics: Arc::default(),
         }
+    }
+
+    pub(super) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = metrics;
     }
 
     /// A session to open at sign-in, with its first refresh token (which the
@@ -125,6 +132,7 @@ impl Sessions {
                 self.grant(member, &session_id, next, now)
             }
             RefreshOutcome::Reused { session_id, .. } => {
+                self.metrics.auth().refresh_reused();
                 tracing::warn!(session = %session_id, "refresh token reused; session revoked");
                 Err(AuthError::InvalidRefreshToken)
             }

@@ -13,6 +13,7 @@ use super::{
 use crate::clock::Clock;
 use crate::domain::{Email, OpaqueToken, SignInCode, TokenHash};
 use crate::mail::Mailer;
+use crate::metrics::{Metrics, VerifyFailure};
 use crate::store::{AuditEntry, DynStore, NewMagicLink};
 
 /// Guesses allowed per mailed code before it stops working.
@@ -71,6 +72,7 @@ pub struct SignIn {
     sessions: Sessions,
     limiter: RateLimiter,
     settings: AuthSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl SignIn {
@@ -92,7 +94,14 @@ impl SignIn {
             sessions,
             limiter,
             settings,
+            metrics: Arc::default(),
         }
+    }
+
+    pub(super) fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.sessions.set_metrics(metrics.clone());
+        self.limiter.set_metrics(metrics.clone());
+        self.metrics = metrics;
     }
 
     /// Mails a sign-in link and code if `email` may sign in. Succeeds the same way
@@ -150,7 +159,9 @@ impl SignIn {
             ip,
             device: request.client.device,
         };
-        if self.store.create_magic_link(record, mail, audit).await? {
+        let eligible = self.store.create_magic_link(record, mail, audit).await?;
+        self.metrics.auth().link_requested(eligible);
+        if eligible {
             self.mailer.wake_worker();
         }
         Ok(handle)
@@ -164,7 +175,10 @@ impl SignIn {
     ) -> Result<TokenGrant, AuthError> {
         match OpaqueToken::parse(token) {
             Some(token) => self.redeem(&token.hash(), client, "link").await,
-            None => self.fail_verify(client.ip, "link", None).await,
+            None => {
+                self.fail_verify(client.ip, "link", None, VerifyFailure::Malformed)
+                    .await
+            }
         }
     }
 
@@ -287,7 +301,9 @@ impl SignIn {
         let ip = client.ip;
         self.limiter.check(ip, None).await?;
         let Some(code) = SignInCode::parse(code) else {
-            return self.fail_verify(ip, "code", Some(email)).await;
+            return self
+                .fail_verify(ip, "code", Some(email), VerifyFailure::Malformed)
+                .await;
         };
         let live = self
             .store
@@ -298,7 +314,14 @@ impl SignIn {
             .find(|(link, stored)| code.hash(&self.code_pepper, link).ct_eq(stored));
         match matching {
             Some((link, _)) => self.redeem(link, client, "code").await,
-            None => self.fail_verify(ip, "code", Some(email)).await,
+            None if live.is_empty() => {
+                self.fail_verify(ip, "code", Some(email), VerifyFailure::NotRedeemable)
+                    .await
+            }
+            None => {
+                self.fail_verify(ip, "code", Some(email), VerifyFailure::WrongCode)
+                    .await
+            }
         }
     }
 
@@ -324,8 +347,11 @@ impl SignIn {
         let now = self.clock.now();
         let (session, refresh) = self.sessions.prepare(client, now);
         let Some(signed_in) = self.store.redeem_magic_link(link, session, now).await? else {
-            return self.fail_verify(client.ip, method, None).await;
+            return self
+                .fail_verify(client.ip, method, None, VerifyFailure::NotRedeemable)
+                .await;
         };
+        self.metrics.auth().signed_in(method);
         let mut grant =
             self.sessions
                 .grant(signed_in.member, &signed_in.session_id, refresh, now)?;
@@ -341,7 +367,9 @@ impl SignIn {
         ip: Option<IpAddr>,
         method: &'static str,
         email: Option<&Email>,
+        reason: VerifyFailure,
     ) -> Result<TokenGrant, AuthError> {
+        self.metrics.auth().verify_failed(method, reason);
         let mut audit = AuditEntry::new("auth.verify_failed")
             .ip(ip.map(|ip| ip.to_string()))
             .details(json!({ "method": method }));

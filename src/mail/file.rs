@@ -45,4 +45,13 @@ impl Transport for FileTransport {
         tracing::info!(path = %self.dir.join(format!("{id}.eml")).display(), "mail written");
         Ok(())
     }
+
+    /// Writes and removes a file where the mails go.
+    async fn probe(&self) -> Result<String, String> {
+        let probe = self.dir.join(".gatehouse-check");
+        let cannot = |e: std::io::Error| format!("cannot write in {}: {e}", self.dir.display());
+        tokio::fs::write(&probe, b"check").await.map_err(cannot)?;
+        tokio::fs::remove_file(&probe).await.map_err(cannot)?;
+        Ok(format!("file: {} is writable", self.dir.display()))
+    }
 }

@@ -106,6 +106,13 @@ fn part(content_type: ContentType, text: &str) -> SinglePart {
 pub trait Transport: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     async fn send(&self, mail: &OutgoingMail) -> Result<(), DeliveryError>;
+
+    /// Tries the transport without sending anything (`gatehouse check`): what
+    /// was tried, or why it failed. By default nothing can be tried: an HTTP
+    /// provider has no request that is harmless and proves the key works.
+    async fn probe(&self) -> Result<String, String> {
+        Ok(format!("{}: configured (not contacted)", self.name()))
+    }
 }
 
 /// Builds the transport the settings ask for.

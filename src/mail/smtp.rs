@@ -98,6 +98,20 @@ impl Transport for SmtpTransport {
             }
         }
     }
+
+    /// Connects, greets and sends `NOOP`, as a delivery would start.
+    async fn probe(&self) -> Result<String, String> {
+        match tokio::time::timeout(self.timeout, self.transport().test_connection()).await {
+            Ok(Ok(true)) => Ok("smtp: the server answered".into()),
+            Ok(Ok(false)) => Err("the SMTP server did not accept NOOP".into()),
+            // lettre's errors name the server, never the URL's password.
+            Ok(Err(error)) => Err(format!("cannot reach the SMTP server: {error}")),
+            Err(_) => Err(format!(
+                "the SMTP server did not answer within {:?}",
+                self.timeout
+            )),
+        }
+    }
 }
 
 /// A 5xx reply, or a client-side refusal (no common AUTH mechanism, STARTTLS

@@ -19,6 +19,7 @@ use super::{
     RateWindow, RosterImport, StoreResult, UpsertCounts,
 };
 use crate::domain::{Member, MemberId, TokenHash};
+use crate::metrics::PoolStats;
 
 /// The store: the operations of every area, over one backend.
 pub struct SqlStore<B> {
@@ -32,6 +33,25 @@ impl<B: Backend> SqlStore<B> {
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+}
+
+/// A sqlx pool's connections: open ones not idle are in use. sqlx does not
+/// tell how many callers wait for one.
+pub(super) fn sqlx_pool_stats<DB: sqlx::Database>(
+    pool: &'static str,
+    sqlx_pool: &sqlx::Pool<DB>,
+) -> PoolStats {
+    let size = sqlx_pool.size();
+    let idle = u32::try_from(sqlx_pool.num_idle())
+        .unwrap_or(u32::MAX)
+        .min(size);
+    PoolStats {
+        pool,
+        in_use: size - idle,
+        idle,
+        max: sqlx_pool.options().get_max_connections(),
+        waiting: None,
     }
 }
 
@@ -76,6 +96,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn write(&self) -> impl Future<Output = StoreResult<Self::Writer<'_>>> + Send;
     /// Applies pending migrations (safe to call from several instances at once).
     fn migrate(&self) -> impl Future<Output = StoreResult<()>> + Send;
+    /// This process's connection pools, for the metrics (no I/O).
+    fn pool_stats(&self) -> Vec<PoolStats>;
 
     /// What follows a `SELECT` of rows to claim so that concurrent claimers
     /// (several instances' mail workers) take disjoint rows.

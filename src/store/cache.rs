@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use super::spans::traced;
 use super::*;
 use crate::domain::{Email, Member, MemberId, MemberStatus, Role, TokenHash};
 use crate::store::members::{MemberFilter, RoleGrant};
@@ -187,15 +188,20 @@ impl<K: Eq + Hash, V: Clone> Lookups<K, V> {
 #[async_trait]
 impl Store for CachedStore {
     async fn migrate(&self) -> StoreResult<()> {
-        self.invalidating(self.inner.migrate()).await
+        self.invalidating(traced("migrate", self.inner.migrate()))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
+        traced("ping", self.inner.ping()).await
     }
 
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-        self.inner.purge_expired(now).await
+        traced("purge_expired", self.inner.purge_expired(now)).await
+    }
+
+    fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {
+        self.inner.pool_stats()
     }
 }
 
@@ -207,11 +213,15 @@ impl SignInStore for CachedStore {
         window_secs: i64,
         now: i64,
     ) -> StoreResult<Vec<RateWindow>> {
-        self.inner.hit_rate_limits(buckets, window_secs, now).await
+        traced(
+            "hit_rate_limits",
+            self.inner.hit_rate_limits(buckets, window_secs, now),
+        )
+        .await
     }
 
     async fn is_eligible(&self, email: &Email) -> StoreResult<bool> {
-        self.inner.is_eligible(email).await
+        traced("is_eligible", self.inner.is_eligible(email)).await
     }
 
     async fn create_magic_link(
@@ -220,7 +230,11 @@ impl SignInStore for CachedStore {
         mail: NewMail,
         audit: AuditEntry,
     ) -> StoreResult<bool> {
-        self.inner.create_magic_link(link, mail, audit).await
+        traced(
+            "create_magic_link",
+            self.inner.create_magic_link(link, mail, audit),
+        )
+        .await
     }
 
     async fn spend_code_attempt(
@@ -229,9 +243,14 @@ impl SignInStore for CachedStore {
         now: i64,
         max_attempts: i64,
     ) -> StoreResult<Vec<(TokenHash, TokenHash)>> {
-        self.inner
-            .spend_code_attempt(email, now, max_attempts)
-            .await
+        traced(
+            "spend_code_attempt",
+            traced(
+                "spend_code_attempt",
+                self.inner.spend_code_attempt(email, now, max_attempts),
+            ),
+        )
+        .await
     }
 
     /// Changes `last_login_at` (and may create a member): invalidates.
@@ -241,8 +260,11 @@ impl SignInStore for CachedStore {
         session: NewSession,
         now: i64,
     ) -> StoreResult<Option<SignedIn>> {
-        self.invalidating(self.inner.redeem_magic_link(token_hash, session, now))
-            .await
+        self.invalidating(traced(
+            "redeem_magic_link",
+            self.inner.redeem_magic_link(token_hash, session, now),
+        ))
+        .await
     }
 }
 
@@ -255,7 +277,11 @@ impl SessionStore for CachedStore {
         next: NewRefreshToken,
         now: i64,
     ) -> StoreResult<RefreshOutcome> {
-        let outcome = self.inner.rotate_refresh_token(presented, next, now).await;
+        let outcome = traced(
+            "rotate_refresh_token",
+            self.inner.rotate_refresh_token(presented, next, now),
+        )
+        .await;
         if !matches!(
             outcome,
             Ok(RefreshOutcome::Rotated { .. } | RefreshOutcome::Invalid)
@@ -271,8 +297,11 @@ impl SessionStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<bool> {
-        self.invalidating(self.inner.revoke_session(session_id, audit, now))
-            .await
+        self.invalidating(traced(
+            "revoke_session",
+            self.inner.revoke_session(session_id, audit, now),
+        ))
+        .await
     }
 
     async fn session_member(
@@ -282,7 +311,10 @@ impl SessionStore for CachedStore {
         now: i64,
     ) -> StoreResult<Option<Member>> {
         let key = (member_id.to_string(), session_id.to_owned());
-        let read = self.inner.session_member(member_id, session_id, now);
+        let read = traced(
+            "session_member",
+            self.inner.session_member(member_id, session_id, now),
+        );
         self.sessions
             .get_or_read(&self.freshness, key, now, read)
             .await
@@ -292,11 +324,11 @@ impl SessionStore for CachedStore {
 #[async_trait]
 impl MemberStore for CachedStore {
     async fn member_by_id(&self, id: &MemberId, now: i64) -> StoreResult<Option<Member>> {
-        self.inner.member_by_id(id, now).await
+        traced("member_by_id", self.inner.member_by_id(id, now)).await
     }
 
     async fn list_members(&self, filter: &MemberFilter, now: i64) -> StoreResult<Vec<Member>> {
-        self.inner.list_members(filter, now).await
+        traced("list_members", self.inner.list_members(filter, now)).await
     }
 
     async fn member_grants(&self, id: &MemberId, now: i64) -> StoreResult<Vec<RoleGrant>> {
@@ -310,8 +342,11 @@ impl MemberStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<Option<Member>> {
-        self.invalidating(self.inner.set_member_status(id, status, audit, now))
-            .await
+        self.invalidating(traced(
+            "set_member_status",
+            self.inner.set_member_status(id, status, audit, now),
+        ))
+        .await
     }
 
     async fn set_member_roles(
@@ -321,8 +356,11 @@ impl MemberStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<Option<Member>> {
-        self.invalidating(self.inner.set_member_roles(id, roles, audit, now))
-            .await
+        self.invalidating(traced(
+            "set_member_roles",
+            self.inner.set_member_roles(id, roles, audit, now),
+        ))
+        .await
     }
 
     async fn grant_member_role(
@@ -332,8 +370,11 @@ impl MemberStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<Option<Member>> {
-        self.invalidating(self.inner.grant_member_role(id, grant, audit, now))
-            .await
+        self.invalidating(traced(
+            "grant_member_role",
+            self.inner.grant_member_role(id, grant, audit, now),
+        ))
+        .await
     }
 
     async fn revoke_member_role(
@@ -343,8 +384,11 @@ impl MemberStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<Option<Member>> {
-        self.invalidating(self.inner.revoke_member_role(id, role, audit, now))
-            .await
+        self.invalidating(traced(
+            "revoke_member_role",
+            self.inner.revoke_member_role(id, role, audit, now),
+        ))
+        .await
     }
 
     async fn revoke_member_sessions(
@@ -353,8 +397,11 @@ impl MemberStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<Option<u64>> {
-        self.invalidating(self.inner.revoke_member_sessions(id, audit, now))
-            .await
+        self.invalidating(traced(
+            "revoke_member_sessions",
+            self.inner.revoke_member_sessions(id, audit, now),
+        ))
+        .await
     }
 
     async fn onboard_member(
@@ -365,29 +412,38 @@ impl MemberStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<Member> {
-        self.invalidating(self.inner.onboard_member(email, roles, key, audit, now))
-            .await
+        self.invalidating(traced(
+            "onboard_member",
+            self.inner.onboard_member(email, roles, key, audit, now),
+        ))
+        .await
     }
 
     async fn delete_member(&self, id: &MemberId, audit: AuditEntry, now: i64) -> StoreResult<bool> {
-        self.invalidating(self.inner.delete_member(id, audit, now))
-            .await
+        self.invalidating(traced(
+            "delete_member",
+            self.inner.delete_member(id, audit, now),
+        ))
+        .await
     }
 
     async fn bootstrap_admins(&self, emails: &[Email], now: i64) -> StoreResult<()> {
-        self.invalidating(self.inner.bootstrap_admins(emails, now))
-            .await
+        self.invalidating(traced(
+            "bootstrap_admins",
+            self.inner.bootstrap_admins(emails, now),
+        ))
+        .await
     }
 }
 
 #[async_trait]
 impl RoleStore for CachedStore {
     async fn role_names(&self) -> StoreResult<Vec<String>> {
-        self.inner.role_names().await
+        traced("role_names", self.inner.role_names()).await
     }
 
     async fn list_roles(&self, now: i64) -> StoreResult<Vec<RoleInfo>> {
-        self.inner.list_roles(now).await
+        traced("list_roles", self.inner.list_roles(now)).await
     }
 
     async fn create_role(
@@ -397,8 +453,11 @@ impl RoleStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<()> {
-        self.invalidating(self.inner.create_role(role, description, audit, now))
-            .await
+        self.invalidating(traced(
+            "create_role",
+            self.inner.create_role(role, description, audit, now),
+        ))
+        .await
     }
 
     async fn delete_role(
@@ -408,8 +467,11 @@ impl RoleStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<()> {
-        self.invalidating(self.inner.delete_role(role, force, audit, now))
-            .await
+        self.invalidating(traced(
+            "delete_role",
+            self.inner.delete_role(role, force, audit, now),
+        ))
+        .await
     }
 }
 
@@ -420,12 +482,15 @@ impl RosterStore for CachedStore {
         import: RosterImport,
         chunks: tokio::sync::mpsc::Receiver<ImportChunk>,
     ) -> StoreResult<Option<UpsertCounts>> {
-        self.invalidating(self.inner.import_roster(import, chunks))
-            .await
+        self.invalidating(traced(
+            "import_roster",
+            self.inner.import_roster(import, chunks),
+        ))
+        .await
     }
 
     async fn list_eligible(&self, filter: &EligibleFilter) -> StoreResult<Vec<EligibleRow>> {
-        self.inner.list_eligible(filter).await
+        traced("list_eligible", self.inner.list_eligible(filter)).await
     }
 
     async fn remove_eligible(
@@ -434,12 +499,15 @@ impl RosterStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<bool> {
-        self.invalidating(self.inner.remove_eligible(email, audit, now))
-            .await
+        self.invalidating(traced(
+            "remove_eligible",
+            self.inner.remove_eligible(email, audit, now),
+        ))
+        .await
     }
 
     async fn list_batches(&self, before: Option<&str>, limit: i64) -> StoreResult<Vec<BatchRow>> {
-        self.inner.list_batches(before, limit).await
+        traced("list_batches", self.inner.list_batches(before, limit)).await
     }
 
     async fn withdraw_batch(
@@ -448,8 +516,11 @@ impl RosterStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<Option<u64>> {
-        self.invalidating(self.inner.withdraw_batch(id, audit, now))
-            .await
+        self.invalidating(traced(
+            "withdraw_batch",
+            self.inner.withdraw_batch(id, audit, now),
+        ))
+        .await
     }
 }
 
@@ -462,8 +533,11 @@ impl ApiKeyStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<bool> {
-        self.invalidating(self.inner.create_api_key(member, key, audit, now))
-            .await
+        self.invalidating(traced(
+            "create_api_key",
+            self.inner.create_api_key(member, key, audit, now),
+        ))
+        .await
     }
 
     async fn api_key(&self, id: &str, now: i64) -> StoreResult<Option<ApiKeyRecord>> {
@@ -472,7 +546,7 @@ impl ApiKeyStore for CachedStore {
                 &self.freshness,
                 id.to_owned(),
                 now,
-                self.inner.api_key(id, now),
+                traced("api_key", self.inner.api_key(id, now)),
             )
             .await
     }
@@ -483,32 +557,43 @@ impl ApiKeyStore for CachedStore {
         before: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<ApiKeyInfo>> {
-        self.inner.list_api_keys(member, before, limit).await
+        traced(
+            "list_api_keys",
+            self.inner.list_api_keys(member, before, limit),
+        )
+        .await
     }
 
     async fn revoke_api_key(&self, id: &str, audit: AuditEntry, now: i64) -> StoreResult<bool> {
-        self.invalidating(self.inner.revoke_api_key(id, audit, now))
-            .await
+        self.invalidating(traced(
+            "revoke_api_key",
+            self.inner.revoke_api_key(id, audit, now),
+        ))
+        .await
     }
 
     /// Only `last_used_at`, which authentication does not read.
     async fn touch_api_key(&self, id: &str, now: i64) -> StoreResult<()> {
-        self.inner.touch_api_key(id, now).await
+        traced("touch_api_key", self.inner.touch_api_key(id, now)).await
     }
 
     async fn rate_limit_hits(&self, bucket: &str, window_secs: i64, now: i64) -> StoreResult<i64> {
-        self.inner.rate_limit_hits(bucket, window_secs, now).await
+        traced(
+            "rate_limit_hits",
+            self.inner.rate_limit_hits(bucket, window_secs, now),
+        )
+        .await
     }
 }
 
 #[async_trait]
 impl AuditStore for CachedStore {
     async fn record_audit(&self, entry: AuditEntry, now: i64) -> StoreResult<()> {
-        self.inner.record_audit(entry, now).await
+        traced("record_audit", self.inner.record_audit(entry, now)).await
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
-        self.inner.list_audit(filter).await
+        traced("list_audit", self.inner.list_audit(filter)).await
     }
 }
 
@@ -520,19 +605,23 @@ impl OutboxStore for CachedStore {
         lease_secs: i64,
         limit: i64,
     ) -> StoreResult<Vec<OutboxMail>> {
-        self.inner.claim_due_mail(now, lease_secs, limit).await
+        traced(
+            "claim_due_mail",
+            self.inner.claim_due_mail(now, lease_secs, limit),
+        )
+        .await
     }
 
     async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
-        self.inner.finish_mails(outcomes, now).await
+        traced("finish_mails", self.inner.finish_mails(outcomes, now)).await
     }
 
     async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
-        self.inner.outbox_page(query).await
+        traced("outbox_page", self.inner.outbox_page(query)).await
     }
 
     async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
-        self.inner.outbox_counts().await
+        traced("outbox_counts", self.inner.outbox_counts()).await
     }
 
     async fn requeue_failed_mail(
@@ -541,7 +630,11 @@ impl OutboxStore for CachedStore {
         audit: AuditEntry,
         now: i64,
     ) -> StoreResult<RequeueOutcome> {
-        self.inner.requeue_failed_mail(id, audit, now).await
+        traced(
+            "requeue_failed_mail",
+            self.inner.requeue_failed_mail(id, audit, now),
+        )
+        .await
     }
 }
 

@@ -36,6 +36,7 @@ mod schema;
 mod sessions;
 mod sign_in;
 mod signing_keys;
+mod spans;
 mod sql;
 mod sqlite;
 mod types;
@@ -96,6 +97,9 @@ pub trait Store:
     /// Deletes expired links, rate-limit windows, long-dead refresh tokens and
     /// roster uploads that were never imported.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+
+    /// This process's connection pools, for the metrics (no I/O).
+    fn pool_stats(&self) -> Vec<crate::metrics::PoolStats>;
 }
 
 #[async_trait::async_trait]
@@ -128,6 +132,10 @@ impl<B: Backend> Store for SqlStore<B> {
         }
         B::commit(tx).await?;
         Ok(purged)
+    }
+
+    fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {
+        self.backend.pool_stats()
     }
 }
 

@@ -19,6 +19,7 @@ mod errors;
 mod mail;
 mod mail_http;
 mod mail_support;
+mod observability;
 mod scale_out;
 mod sign_in;
 mod signing_keys;

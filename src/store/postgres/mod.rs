@@ -156,6 +156,13 @@ impl Backend for Postgres {
         Ok(())
     }
 
+    fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {
+        vec![
+            super::backend::sqlx_pool_stats("main", &self.pool),
+            super::backend::sqlx_pool_stats("counters", &self.counters),
+        ]
+    }
+
     /// Concurrent claims from several instances take disjoint rows: a row
     /// another worker is leasing is skipped, and a row leased a moment ago is
     /// re-checked against `next_attempt_at` once its lock is free (Postgres

@@ -37,6 +37,8 @@ use super::{
     StoreError, StoreResult, UpsertCounts, schema,
 };
 use crate::domain::{Role, TokenHash};
+use crate::metrics::PoolStats;
+use crate::store::backend::sqlx_pool_stats;
 
 pub type SqliteStore = SqlStore<Sqlite>;
 
@@ -141,6 +143,20 @@ impl Backend for Sqlite {
     async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR.run_direct(&mut *self.writer.lock().await?).await?;
         Ok(())
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        let (writing, waiting) = self.writer.stats();
+        vec![
+            PoolStats {
+                pool: "writer",
+                in_use: u32::from(writing),
+                idle: u32::from(!writing),
+                max: 1,
+                waiting: Some(waiting),
+            },
+            sqlx_pool_stats("reader", &self.reader),
+        ]
     }
 
     /// The single writer makes every claim alone.

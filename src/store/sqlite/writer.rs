@@ -14,7 +14,7 @@
 //!   of job writes is in `jobs.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -36,6 +36,22 @@ const WRITER_TIMEOUT: Duration = Duration::from_secs(10);
 /// statements cached for it (one per kind and batch size).
 const MAX_BATCH: usize = 64;
 
+/// Counts one waiting write for as long as it lives (also when the wait is cancelled).
+struct Waiter<'a>(&'a AtomicU32);
+
+impl<'a> Waiter<'a> {
+    fn new(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A write waiting for the next group commit, with where its answer goes.
 pub enum Job {
     /// Boxed: a link request is several times the size of the others.
@@ -51,6 +67,8 @@ pub struct Writer {
     /// opened it was cancelled midway, or dropped it unfinished.
     open: AtomicBool,
     waiting: Waiting<Job>,
+    /// Writes waiting for the connection, for the pool gauges.
+    waiters: AtomicU32,
 }
 
 impl Writer {
@@ -59,20 +77,31 @@ impl Writer {
             conn: Mutex::new(conn),
             open: AtomicBool::new(false),
             waiting: Waiting::default(),
+            waiters: AtomicU32::new(0),
         })
     }
 
     /// The connection, once every earlier write is done.
     pub async fn lock(&self) -> StoreResult<MutexGuard<'_, SqliteConnection>> {
-        let mut conn = tokio::time::timeout(WRITER_TIMEOUT, self.conn.lock())
-            .await
-            .map_err(|_| StoreError::Unavailable("the database writer is busy".into()))?;
+        let waiting = Waiter::new(&self.waiters);
+        let locked = tokio::time::timeout(WRITER_TIMEOUT, self.conn.lock()).await;
+        drop(waiting);
+        let mut conn =
+            locked.map_err(|_| StoreError::Unavailable("the database writer is busy".into()))?;
         if self.open.swap(false, Ordering::Relaxed) {
             // An abandoned transaction (or none, when it was abandoned after
             // COMMIT: then this fails, harmlessly).
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         }
         Ok(conn)
+    }
+
+    /// Whether the connection is in use, and how many writes wait for it.
+    pub fn stats(&self) -> (bool, u32) {
+        (
+            self.conn.try_lock().is_err(),
+            self.waiters.load(Ordering::Relaxed),
+        )
     }
 
     /// Marks a transaction open on the locked connection: if its guard is
