@@ -346,6 +346,17 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
             crate::web::routes(state.console.clone())
                 .around(move |ep, req| limit_body(ep, req, limits)),
         )
+        .nest(
+            "/sign-in",
+            crate::web::sign_in_routes(state.console.clone())
+                .around(move |ep, req| limit_body(ep, req, limits)),
+        )
+        .nest(
+            "/account",
+            crate::web::account_routes(state.console.clone())
+                .around(move |ep, req| limit_body(ep, req, limits)),
+        )
+        .nest("/assets", crate::web::asset_routes())
         .at("/metrics", get(crate::api::metrics::metrics))
         .at("/openapi.json", spec)
         .nest("/docs", docs)

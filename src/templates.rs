@@ -100,6 +100,26 @@ const EMBEDDED: &[(&str, &str)] = &[
         "console/mail.html",
         include_str!("../templates/console/mail.html"),
     ),
+    (
+        "member/layout.html",
+        include_str!("../templates/member/layout.html"),
+    ),
+    (
+        "member/sign_in.html",
+        include_str!("../templates/member/sign_in.html"),
+    ),
+    (
+        "member/wait.html",
+        include_str!("../templates/member/wait.html"),
+    ),
+    (
+        "member/account.html",
+        include_str!("../templates/member/account.html"),
+    ),
+    (
+        "pages/confirm_other_device.html",
+        include_str!("../templates/pages/confirm_other_device.html"),
+    ),
 ];
 
 pub struct Templates {

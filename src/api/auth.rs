@@ -6,7 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::views::TokenResponse;
 use super::{ApiTags, BearerAuth, TrustedProxies};
-use crate::auth::{AuthService, LinkRequest};
+use crate::auth::{AuthService, LinkRequest, RequestHandle, RequestStatus};
 use crate::domain::Email;
 use crate::error::ApiError;
 
@@ -30,6 +30,67 @@ pub struct MagicLinkRequest {
 pub struct Accepted {
     /// Always `accepted`: the answer is the same whether or not the address may sign in.
     pub status: String,
+    /// For an app that waits on this device while the link is opened on
+    /// another: show `number`, and ask `POST /v1/auth/magic-link/status` with
+    /// `id` and `secret` every few seconds. Made alike whether or not the
+    /// address may sign in. Clients that ignore it lose nothing.
+    pub request: RequestHandleView,
+}
+
+/// A link request's handle. `secret` proves the asker; keep it like a password.
+#[derive(Debug, Object)]
+pub struct RequestHandleView {
+    pub id: String,
+    pub secret: String,
+    /// Shown on the waiting device; the other device must pick it.
+    pub number: u8,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<RequestHandle> for RequestHandleView {
+    fn from(handle: RequestHandle) -> Self {
+        Self {
+            id: handle.id,
+            secret: handle.secret,
+            number: handle.number,
+            expires_at: super::views::timestamp(handle.expires_at),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct StatusRequest {
+    pub id: String,
+    pub secret: String,
+}
+
+/// Where a link request stands.
+#[derive(Debug, Object)]
+pub struct RequestStatusView {
+    /// `pending`, `signed_in` (the tokens are here, this once), `completed_elsewhere`
+    /// (the link was used on another device), `refused` (a wrong number was
+    /// picked) or `expired`.
+    pub status: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub tokens: Option<TokenResponse>,
+}
+
+impl From<RequestStatus> for RequestStatusView {
+    fn from(status: RequestStatus) -> Self {
+        let (name, tokens) = match status {
+            RequestStatus::Pending => ("pending", None),
+            RequestStatus::SignedIn(grant) => {
+                ("signed_in", Some(TokenResponse::from(grant.as_ref())))
+            }
+            RequestStatus::CompletedElsewhere => ("completed_elsewhere", None),
+            RequestStatus::Refused => ("refused", None),
+            RequestStatus::Expired => ("expired", None),
+        };
+        Self {
+            status: name.into(),
+            tokens,
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -86,12 +147,34 @@ impl AuthApi {
         let request = LinkRequest {
             email,
             redirect_to: body.redirect_to.as_deref(),
-            ip: self.proxies.client_ip(req),
+            client: self.proxies.client(req),
         };
-        self.auth.sign_in().request_link(request).await?;
+        let handle = self.auth.sign_in().request_link(request).await?;
         Ok(LinkRequested::Accepted(Json(Accepted {
             status: "accepted".into(),
+            request: handle.into(),
         })))
+    }
+
+    /// Where a link request stands, asked by the device that made it.
+    ///
+    /// Once the link was opened on another device and the number this device
+    /// shows was picked there, the answer is `signed_in` with this device's
+    /// tokens, once. A request for an address that may not sign in stays
+    /// `pending` until it expires. 401 for an id and secret that do not belong together.
+    #[oai(path = "/v1/auth/magic-link/status", method = "post")]
+    async fn request_status(
+        &self,
+        body: Json<StatusRequest>,
+        req: &Request,
+    ) -> Result<Json<RequestStatusView>, ApiError> {
+        let client = self.proxies.client(req);
+        let status = self
+            .auth
+            .sign_in()
+            .request_status(&body.id, &body.secret, &client)
+            .await?;
+        Ok(Json(status.into()))
     }
 
     /// Exchanges a link token, or an address and its mailed code, for tokens.
@@ -104,12 +187,15 @@ impl AuthApi {
         body: Json<VerifyRequest>,
         req: &Request,
     ) -> Result<Json<TokenResponse>, ApiError> {
-        let ip = self.proxies.client_ip(req);
+        let client = self.proxies.client(req);
         let grant = match (&body.token, &body.email, &body.code) {
-            (Some(token), None, None) => self.auth.sign_in().redeem_token(token, ip).await?,
+            (Some(token), None, None) => self.auth.sign_in().redeem_token(token, &client).await?,
             (None, Some(email), Some(code)) => {
                 let email = Email::parse(email)?;
-                self.auth.sign_in().redeem_code(&email, code, ip).await?
+                self.auth
+                    .sign_in()
+                    .redeem_code(&email, code, &client)
+                    .await?
             }
             _ => {
                 return Err(ApiError::bad_request(

@@ -35,7 +35,7 @@ use poem_openapi::{OpenApi, OpenApiService};
 pub use security::{AdminAuth, BearerAuth, KeyAuth};
 
 use crate::admin::AdminService;
-use crate::auth::{AuthService, SigningKeys};
+use crate::auth::{AuthService, Client, SigningKeys};
 use crate::clock::Clock;
 use crate::mail::Mailer;
 use crate::store::DynStore;
@@ -219,6 +219,15 @@ impl TrustedProxies {
     /// The address of the client behind `req`; see [`client_ip`].
     pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
         client_ip(req, &self.0)
+    }
+
+    /// The client behind `req`: its address and the device its `User-Agent` names.
+    pub fn client(&self, req: &Request) -> Client {
+        let user_agent = req
+            .headers()
+            .get(poem::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        Client::new(self.client_ip(req), user_agent)
     }
 }
 

@@ -10,11 +10,12 @@ use poem::{Request, Response, handler};
 use serde::Deserialize;
 
 use super::TrustedProxies;
-use crate::auth::{AuthError, AuthService, TokenGrant};
+use crate::auth::{AuthError, AuthService, Handoff, TokenGrant};
 use crate::domain::OpaqueToken;
 use crate::error::ApiError;
 use crate::templates::Templates;
 use crate::web::Console;
+use crate::web::hosted::Waiting;
 
 /// What the pages use, put in the route's data as `Arc<SignInPages>`.
 pub struct SignInPages {
@@ -31,23 +32,75 @@ pub struct SignInPages {
 #[derive(Deserialize)]
 pub struct TokenParam {
     token: Option<String>,
+    /// On another device: the number picked from the three shown.
+    pick: Option<u8>,
 }
 
-/// Shows the confirm page; consumes nothing.
+/// Whether this browser is the one that asked for the link (it holds the
+/// request's handle from the hosted sign-in page).
+fn asked_here(pages: &SignInPages, req: &Request, token: &str) -> bool {
+    Waiting::from_request(req)
+        .is_some_and(|w| pages.auth.sign_in().asked_here(token, &w.id, &w.secret))
+}
+
+/// Shows the confirm page; consumes nothing. When the device that asked is
+/// waiting on the link and this is not that device, the page asks which number
+/// that device shows (or offers to sign in here instead).
 #[handler]
 pub async fn confirm_page(
     Query(params): Query<TokenParam>,
     pages: Data<&Arc<SignInPages>>,
+    req: &Request,
 ) -> Response {
     let Some(token) = params.token.as_deref().and_then(OpaqueToken::parse) else {
         return invalid_link_page(&pages);
     };
+    let token = token.expose();
+    let action = format!("{}/auth/confirm", pages.public_url);
+    let elsewhere = if asked_here(&pages, req, token) {
+        None
+    } else {
+        match pages.auth.sign_in().cross_device(token).await {
+            Ok(elsewhere) => elsewhere,
+            Err(error) => return failure(&pages, error.into()),
+        }
+    };
+    let Some(elsewhere) = elsewhere else {
+        let context =
+            minijinja::context! { org_name => pages.org_name, action => action, token => token };
+        return render(&pages, StatusCode::OK, "pages/confirm.html", context);
+    };
     let context = minijinja::context! {
         org_name => pages.org_name,
-        action => format!("{}/auth/confirm", pages.public_url),
-        token => token.expose(),
+        action => action,
+        token => token,
+        device => elsewhere.device.unwrap_or_else(|| "an unknown browser".into()),
+        network => elsewhere.ip.as_deref().map(network_of),
+        requested_at => elsewhere.requested_at,
+        choices => elsewhere.choices,
     };
-    render(&pages, StatusCode::OK, "pages/confirm.html", context)
+    render(
+        &pages,
+        StatusCode::OK,
+        "pages/confirm_other_device.html",
+        context,
+    )
+}
+
+/// The network an address belongs to, as the confirm page shows it: enough to
+/// recognise ("203.0.113.x"), not a precise address.
+fn network_of(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.x")
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+        Err(_) => "an unknown network".into(),
+    }
 }
 
 /// Consumes the token: redirects to the link's `redirect_to` with the tokens in
@@ -58,40 +111,79 @@ pub async fn confirm(
     pages: Data<&Arc<SignInPages>>,
     req: &Request,
 ) -> Response {
-    let ip = pages.proxies.client_ip(req);
+    let client = pages.proxies.client(req);
     let token = params.token.unwrap_or_default();
-    match pages.auth.sign_in().redeem_token(&token, ip).await {
+    if let Some(pick) = params.pick {
+        return match pages
+            .auth
+            .sign_in()
+            .answer_handoff(&token, pick, &client)
+            .await
+        {
+            Ok(Handoff::Approved) => message(
+                &pages,
+                StatusCode::OK,
+                "Done: go back to the other device",
+                "It is signing in now. You can close this page; nothing was signed in here.",
+            ),
+            Ok(Handoff::Refused) => message(
+                &pages,
+                StatusCode::OK,
+                "That was not the number",
+                "To keep your account safe, this sign-in request is stopped. On the device where you want to sign in, ask for a new link.",
+            ),
+            Err(AuthError::InvalidLink) => invalid_link_page(&pages),
+            Err(other) => failure(&pages, other.into()),
+        };
+    }
+    let here = asked_here(&pages, req, &token);
+    match pages.auth.sign_in().redeem_token(&token, &client).await {
         Ok(grant) => match crate::web::hand_off(&pages.console, req, &grant).await {
             Some(console_page) => console_page,
+            None if here => crate::web::hosted::finish(&pages.console, &grant),
             None => signed_in(&pages, grant),
         },
         Err(AuthError::InvalidLink) => invalid_link_page(&pages),
-        Err(other) => {
-            let error = ApiError::from(other);
-            let problem = error.to_problem();
-            let context = minijinja::context! {
-                org_name => pages.org_name,
-                title => problem.title,
-                message => problem.detail.unwrap_or_else(|| "Something went wrong on our side. Please try again.".into()),
-            };
-            if let ApiError::Internal(cause) = &error {
-                tracing::error!(%cause, "sign-in confirmation failed");
-            }
-            render(&pages, error.status(), "pages/error.html", context)
-        }
+        Err(other) => failure(&pages, other.into()),
     }
+}
+
+fn message(pages: &SignInPages, status: StatusCode, title: &str, text: &str) -> Response {
+    let context =
+        minijinja::context! { org_name => pages.org_name, title => title, message => text };
+    render(pages, status, "pages/error.html", context)
+}
+
+fn failure(pages: &SignInPages, error: ApiError) -> Response {
+    let problem = error.to_problem();
+    let context = minijinja::context! {
+        org_name => pages.org_name,
+        title => problem.title,
+        message => problem.detail.unwrap_or_else(|| "Something went wrong on our side. Please try again.".into()),
+    };
+    if let ApiError::Internal(cause) = &error {
+        tracing::error!(%cause, "sign-in confirmation failed");
+    }
+    render(pages, error.status(), "pages/error.html", context)
+}
+
+/// The tokens as a URL fragment, for a `redirect_to` (never sent to a server).
+pub fn token_fragment(grant: &TokenGrant) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("access_token", &grant.access_token)
+        .append_pair("refresh_token", grant.refresh_token.expose())
+        .append_pair("token_type", "Bearer")
+        .append_pair("expires_in", &grant.expires_in.to_string())
+        .finish()
 }
 
 fn signed_in(pages: &SignInPages, grant: TokenGrant) -> Response {
     if let Some(target) = &grant.redirect_to {
-        let fragment = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("access_token", &grant.access_token)
-            .append_pair("refresh_token", grant.refresh_token.expose())
-            .append_pair("token_type", "Bearer")
-            .append_pair("expires_in", &grant.expires_in.to_string())
-            .finish();
         return secure(Response::builder().status(StatusCode::SEE_OTHER))
-            .header(header::LOCATION, target.with_fragment(&fragment))
+            .header(
+                header::LOCATION,
+                target.with_fragment(&token_fragment(&grant)),
+            )
             .finish();
     }
     let context = minijinja::context! {

@@ -7,6 +7,8 @@
 //! keys, and tells a session's token from a key's.
 
 mod api_key;
+mod client;
+mod handoff;
 mod jwt;
 mod key_material;
 mod key_vault;
@@ -23,6 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api_key::{ApiKeys, MAX_CONCURRENT_VERIFICATIONS, hash_api_key};
+pub use client::{Client, describe_device};
+pub use handoff::{HandoffKeys, RequestHandle};
 pub use jwt::{ACCESS_TOKEN_TYPE, Claims, JwtError, JwtKeys};
 pub use key_material::KeyMaterialError;
 pub use keyring::{KeyState, Keyring};
@@ -31,7 +35,7 @@ pub use principal::Principal;
 pub use rate_limit::RateLimiter;
 pub use redirect::RedirectTarget;
 pub use sessions::{Sessions, TokenGrant};
-pub use sign_in::{LinkRequest, SignIn};
+pub use sign_in::{CrossDevice, Handoff, LinkRequest, RequestStatus, SignIn};
 pub use signing_keys::{KeyActor, KeyInfo, KeyPolicy, RELOAD_EVERY, SigningKeyError, SigningKeys};
 
 use crate::clock::Clock;
@@ -128,7 +132,7 @@ impl AuthService {
             store,
             clock,
             mailer,
-            secret.derive("sign-in code pepper"),
+            secret,
             sessions.clone(),
             limiter,
             settings,

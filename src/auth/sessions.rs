@@ -7,11 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AuthError, Claims, JwtError, JwtKeys, Principal, RedirectTarget};
+use super::{AuthError, Claims, Client, JwtError, JwtKeys, Principal, RedirectTarget};
 use crate::clock::Clock;
 use crate::domain::{Member, MemberId, OpaqueToken};
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, DynStore, NewRefreshToken, NewSession, RefreshOutcome};
+use crate::store::{
+    AuditEntry, DynStore, NewRefreshToken, NewSession, RefreshOutcome, SessionInfo,
+};
 
 /// What a successful sign-in or refresh hands the client.
 #[derive(Debug, Clone)]
@@ -52,12 +54,13 @@ impl Sessions {
 
     /// A session to open at sign-in, with its first refresh token (which the
     /// client gets; the store keeps only its hash).
-    pub(crate) fn prepare(&self, ip: Option<IpAddr>, now: i64) -> (NewSession, OpaqueToken) {
+    pub(crate) fn prepare(&self, client: &Client, now: i64) -> (NewSession, OpaqueToken) {
         let refresh = OpaqueToken::generate();
         let session = NewSession {
             id: uuid::Uuid::new_v4().to_string(),
             refresh: self.next_refresh_token(&refresh, now),
-            ip: ip.map(|ip| ip.to_string()),
+            ip: client.ip.map(|ip| ip.to_string()),
+            device: client.device.clone(),
         };
         (session, refresh)
     }
@@ -148,6 +151,55 @@ impl Sessions {
             .revoke_session(&principal.session_id, audit, self.clock.now())
             .await?;
         Ok(())
+    }
+
+    /// The caller's live sessions, newest first.
+    pub async fn own_sessions(&self, principal: &Principal) -> Result<Vec<SessionInfo>, AuthError> {
+        Ok(self
+            .store
+            .member_sessions(&principal.member.id, self.clock.now())
+            .await?)
+    }
+
+    /// Ends one of the caller's own sessions; false when it is not theirs or
+    /// already ended.
+    pub async fn end_own_session(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<bool, AuthError> {
+        let id = principal.member.id.as_str();
+        let audit = AuditEntry::new("auth.session_ended")
+            .actor(principal.actor())
+            .target(id)
+            .ip(ip.map(|ip| ip.to_string()))
+            .details(serde_json::json!({ "session": session_id }));
+        Ok(self
+            .store
+            .end_own_session(&principal.member.id, session_id, audit, self.clock.now())
+            .await?)
+    }
+
+    /// Ends every session of the caller but the one they call from; how many.
+    pub async fn end_other_sessions(
+        &self,
+        principal: &Principal,
+        ip: Option<IpAddr>,
+    ) -> Result<u64, AuthError> {
+        let audit = AuditEntry::new("auth.other_sessions_ended")
+            .actor(principal.actor())
+            .target(principal.member.id.as_str())
+            .ip(ip.map(|ip| ip.to_string()));
+        Ok(self
+            .store
+            .end_other_sessions(
+                &principal.member.id,
+                &principal.session_id,
+                audit,
+                self.clock.now(),
+            )
+            .await?)
     }
 
     /// Soft-deletes the caller's membership and revokes all their sessions.

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{AuthError, AuthSettings, RateLimiter, RedirectTarget, Sessions, TokenGrant};
+use super::{
+    AuthError, AuthSettings, Client, HandoffKeys, RateLimiter, RedirectTarget, RequestHandle,
+    ServerSecret, Sessions, TokenGrant,
+};
 use crate::clock::Clock;
 use crate::domain::{Email, OpaqueToken, SignInCode, TokenHash};
 use crate::mail::Mailer;
@@ -20,8 +23,43 @@ pub const MAX_CODE_ATTEMPTS: i64 = 5;
 pub struct LinkRequest<'a> {
     pub email: Email,
     pub redirect_to: Option<&'a str>,
-    pub ip: Option<IpAddr>,
+    pub client: Client,
 }
+
+/// Where a link request stands, as its asking device learns it.
+#[derive(Debug)]
+pub enum RequestStatus {
+    /// Nothing yet: the link has not been confirmed anywhere.
+    Pending,
+    /// Another device picked the right number: the asking device's session,
+    /// handed over this once.
+    SignedIn(Box<TokenGrant>),
+    /// The link was used on another device (or its session already collected).
+    CompletedElsewhere,
+    /// Another device picked a wrong number; the request is over.
+    Refused,
+    Expired,
+}
+
+/// What the confirm page on another device shows about the request.
+#[derive(Debug, Clone)]
+pub struct CrossDevice {
+    pub device: Option<String>,
+    pub ip: Option<String>,
+    pub requested_at: i64,
+    pub choices: [u8; 3],
+}
+
+/// How another device answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    Approved,
+    Refused,
+}
+
+/// How recently the asking device must have checked on its request for the
+/// confirm page to ask for its number (it checks every few seconds).
+const WAITING_WITHIN_SECS: i64 = 20;
 
 pub struct SignIn {
     store: DynStore,
@@ -30,6 +68,7 @@ pub struct SignIn {
     /// Mixed into each code's hash, so a leaked table of code hashes cannot be
     /// reversed by trying the million codes.
     code_pepper: [u8; 32],
+    handoff: HandoffKeys,
     sessions: Sessions,
     limiter: RateLimiter,
     settings: AuthSettings,
@@ -41,7 +80,7 @@ impl SignIn {
         store: DynStore,
         clock: Clock,
         mailer: Arc<Mailer>,
-        code_pepper: [u8; 32],
+        secret: &ServerSecret,
         sessions: Sessions,
         limiter: RateLimiter,
         settings: AuthSettings,
@@ -50,7 +89,8 @@ impl SignIn {
             store,
             clock,
             mailer,
-            code_pepper,
+            code_pepper: secret.derive("sign-in code pepper"),
+            handoff: HandoffKeys::new(secret),
             sessions,
             limiter,
             settings,
@@ -65,8 +105,9 @@ impl SignIn {
     }
 
     /// Mails a sign-in link and code if `email` may sign in. Succeeds the same way
-    /// whether or not it may, so the answer reveals nothing about the allowlist.
-    pub async fn request_link(&self, request: LinkRequest<'_>) -> Result<(), AuthError> {
+    /// whether or not it may, so the answer reveals nothing about the allowlist:
+    /// the handle is made alike for both.
+    pub async fn request_link(&self, request: LinkRequest<'_>) -> Result<RequestHandle, AuthError> {
         let redirect = request
             .redirect_to
             .map(|raw| {
@@ -74,10 +115,12 @@ impl SignIn {
                     .ok_or(AuthError::RedirectNotAllowed)
             })
             .transpose()?;
-        self.limiter.check(request.ip, Some(&request.email)).await?;
+        self.limiter
+            .check(request.client.ip, Some(&request.email))
+            .await?;
 
         let now = self.clock.now();
-        let ip = request.ip.map(|ip| ip.to_string());
+        let ip = request.client.ip.map(|ip| ip.to_string());
         let audit = AuditEntry::new("auth.link_requested")
             .target(request.email.as_str())
             .ip(ip.clone());
@@ -105,6 +148,7 @@ impl SignIn {
                 now,
             )
             .map_err(|e| AuthError::Mail(e.to_string()))?;
+        let handle = self.handoff.handle(&token_hash, expires_at);
         let record = NewMagicLink {
             code_hash: code.hash(&self.code_pepper, &token_hash),
             token_hash,
@@ -113,27 +157,136 @@ impl SignIn {
             created_at: now,
             expires_at,
             ip,
+            device: request.client.device,
         };
         let eligible = self.store.create_magic_link(record, mail, audit).await?;
         self.metrics.auth().link_requested(eligible);
         if eligible {
             self.mailer.wake_worker();
         }
-        Ok(())
+        Ok(handle)
     }
 
     /// Redeems the token from a link.
     pub async fn redeem_token(
         &self,
         token: &str,
-        ip: Option<IpAddr>,
+        client: &Client,
     ) -> Result<TokenGrant, AuthError> {
         match OpaqueToken::parse(token) {
-            Some(token) => self.redeem(&token.hash(), ip, "link").await,
+            Some(token) => self.redeem(&token.hash(), client, "link").await,
             None => {
-                self.fail_verify(ip, "link", None, VerifyFailure::Malformed)
+                self.fail_verify(client.ip, "link", None, VerifyFailure::Malformed)
                     .await
             }
+        }
+    }
+
+    /// The asking device checks on its request. Once another device picked the
+    /// right number, this opens the asking device's session (through the same
+    /// redemption as a link) and hands it over, once.
+    pub async fn request_status(
+        &self,
+        id: &str,
+        secret: &str,
+        client: &Client,
+    ) -> Result<RequestStatus, AuthError> {
+        let (link, expires_at) = self
+            .handoff
+            .open(id, secret)
+            .ok_or(AuthError::InvalidCredential)?;
+        let now = self.clock.now();
+        let Some(state) = self.store.mark_waiting(&link, now).await? else {
+            // No link was stored: the address may not sign in. The answer is
+            // the one a request nobody confirms gets.
+            return Ok(if now >= expires_at {
+                RequestStatus::Expired
+            } else {
+                RequestStatus::Pending
+            });
+        };
+        Ok(match (state.handoff.as_deref(), state.consumed_at) {
+            (Some("refused"), _) => RequestStatus::Refused,
+            (_, Some(_)) => RequestStatus::CompletedElsewhere,
+            _ if now >= state.expires_at => RequestStatus::Expired,
+            (Some("approved"), None) => match self.redeem(&link, client, "other_device").await {
+                Ok(grant) => RequestStatus::SignedIn(Box::new(grant)),
+                Err(AuthError::InvalidLink) => RequestStatus::CompletedElsewhere,
+                Err(other) => return Err(other),
+            },
+            _ => RequestStatus::Pending,
+        })
+    }
+
+    /// What the confirm page shows when the link is opened away from the
+    /// device that asked: `None` unless that device is waiting on it now.
+    pub async fn cross_device(&self, token: &str) -> Result<Option<CrossDevice>, AuthError> {
+        let Some(token) = OpaqueToken::parse(token) else {
+            return Ok(None);
+        };
+        let link = token.hash();
+        let now = self.clock.now();
+        let Some(state) = self.store.link_request(&link).await? else {
+            return Ok(None);
+        };
+        let waiting = state
+            .waiting_at
+            .is_some_and(|at| now - at <= WAITING_WITHIN_SECS);
+        let open = state.consumed_at.is_none() && state.handoff.is_none() && now < state.expires_at;
+        Ok((waiting && open).then(|| CrossDevice {
+            device: state.device,
+            ip: state.ip,
+            requested_at: state.created_at,
+            choices: self.handoff.choices(&link),
+        }))
+    }
+
+    /// The number a handle's device shows, if `secret` is the handle's.
+    pub fn handle_number(&self, id: &str, secret: &str) -> Option<u8> {
+        let (link, _) = self.handoff.open(id, secret)?;
+        Some(self.handoff.number(&link))
+    }
+
+    /// Whether the device that opened `token` is the one that asked for it
+    /// (it holds the request's handle).
+    pub fn asked_here(&self, token: &str, handle_id: &str, handle_secret: &str) -> bool {
+        let (Some(token), Some((link, _))) = (
+            OpaqueToken::parse(token),
+            self.handoff.open(handle_id, handle_secret),
+        ) else {
+            return false;
+        };
+        token.hash().ct_eq(&link)
+    }
+
+    /// Another device picked `pick` from the choices: the right number lets
+    /// the waiting device sign in; a wrong one ends the request.
+    pub async fn answer_handoff(
+        &self,
+        token: &str,
+        pick: u8,
+        client: &Client,
+    ) -> Result<Handoff, AuthError> {
+        let token = OpaqueToken::parse(token).ok_or(AuthError::InvalidLink)?;
+        let link = token.hash();
+        let now = self.clock.now();
+        let right = self.handoff.number(&link) == pick;
+        let audit = AuditEntry::new(if right {
+            "auth.handoff_approved"
+        } else {
+            "auth.handoff_refused"
+        })
+        .ip(client.ip.map(|ip| ip.to_string()))
+        .details(json!({ "device": client.device }));
+        let answered = if right {
+            self.store.approve_handoff(&link, audit, now).await?
+        } else {
+            self.store.refuse_handoff(&link, audit, now).await?
+        };
+        match (answered, right) {
+            (false, _) => Err(AuthError::InvalidLink),
+            (true, true) => Ok(Handoff::Approved),
+            (true, false) => Ok(Handoff::Refused),
         }
     }
 
@@ -143,8 +296,9 @@ impl SignIn {
         &self,
         email: &Email,
         code: &str,
-        ip: Option<IpAddr>,
+        client: &Client,
     ) -> Result<TokenGrant, AuthError> {
+        let ip = client.ip;
         self.limiter.check(ip, None).await?;
         let Some(code) = SignInCode::parse(code) else {
             return self
@@ -159,7 +313,7 @@ impl SignIn {
             .iter()
             .find(|(link, stored)| code.hash(&self.code_pepper, link).ct_eq(stored));
         match matching {
-            Some((link, _)) => self.redeem(link, ip, "code").await,
+            Some((link, _)) => self.redeem(link, client, "code").await,
             None if live.is_empty() => {
                 self.fail_verify(ip, "code", Some(email), VerifyFailure::NotRedeemable)
                     .await
@@ -187,14 +341,14 @@ impl SignIn {
     async fn redeem(
         &self,
         link: &TokenHash,
-        ip: Option<IpAddr>,
+        client: &Client,
         method: &'static str,
     ) -> Result<TokenGrant, AuthError> {
         let now = self.clock.now();
-        let (session, refresh) = self.sessions.prepare(ip, now);
+        let (session, refresh) = self.sessions.prepare(client, now);
         let Some(signed_in) = self.store.redeem_magic_link(link, session, now).await? else {
             return self
-                .fail_verify(ip, method, None, VerifyFailure::NotRedeemable)
+                .fail_verify(client.ip, method, None, VerifyFailure::NotRedeemable)
                 .await;
         };
         self.metrics.auth().signed_in(method);

@@ -788,3 +788,62 @@ impl WebhookStore for CachedStore {
         self.inner.webhook_counts().await
     }
 }
+
+#[async_trait]
+impl DeviceStore for CachedStore {
+    async fn link_request(&self, link: &TokenHash) -> StoreResult<Option<LinkRequestState>> {
+        self.inner.link_request(link).await
+    }
+
+    async fn mark_waiting(
+        &self,
+        link: &TokenHash,
+        now: i64,
+    ) -> StoreResult<Option<LinkRequestState>> {
+        self.inner.mark_waiting(link, now).await
+    }
+
+    async fn approve_handoff(
+        &self,
+        link: &TokenHash,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.inner.approve_handoff(link, audit, now).await
+    }
+
+    async fn refuse_handoff(
+        &self,
+        link: &TokenHash,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.inner.refuse_handoff(link, audit, now).await
+    }
+
+    async fn member_sessions(&self, member: &MemberId, now: i64) -> StoreResult<Vec<SessionInfo>> {
+        self.inner.member_sessions(member, now).await
+    }
+
+    async fn end_own_session(
+        &self,
+        member: &MemberId,
+        session_id: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.invalidating(self.inner.end_own_session(member, session_id, audit, now))
+            .await
+    }
+
+    async fn end_other_sessions(
+        &self,
+        member: &MemberId,
+        keep: &str,
+        audit: AuditEntry,
+        now: i64,
+    ) -> StoreResult<u64> {
+        self.invalidating(self.inner.end_other_sessions(member, keep, audit, now))
+            .await
+    }
+}

@@ -26,6 +26,7 @@ mod backend;
 mod batching;
 mod cache;
 mod console;
+mod devices;
 mod error;
 mod members;
 mod outbox;
@@ -49,6 +50,7 @@ pub use audit::{AuditFilter, AuditRow, AuditStore};
 pub use backend::{Backend, SqlStore};
 pub use cache::{CachedStore, Freshness};
 pub use console::{ConsoleStore, Overview, STAGED_UPLOAD_TTL_SECS, StagedUpload};
+pub use devices::{DeviceStore, LinkRequestState, SessionInfo};
 pub use error::{StoreError, StoreResult};
 pub use members::{MemberFilter, MemberStore, RoleGrant};
 pub use outbox::OutboxStore;
@@ -88,6 +90,7 @@ pub trait Store:
     + SigningKeyStore
     + ConsoleStore
     + WebhookStore
+    + DeviceStore
     + Send
     + Sync
     + 'static

@@ -321,13 +321,16 @@ async fn open_session(
     created: bool,
     now: i64,
 ) -> StoreResult<()> {
-    query("INSERT INTO sessions (id, member_id, created_at, ip) VALUES ($1, $2, $3, $4)")
-        .bind(&session.id)
-        .bind(member_id)
-        .bind(now)
-        .bind(session.ip.as_deref())
-        .execute(db)
-        .await?;
+    query(
+        "INSERT INTO sessions (id, member_id, created_at, ip, device) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&session.id)
+    .bind(member_id)
+    .bind(now)
+    .bind(session.ip.as_deref())
+    .bind(session.device.as_deref())
+    .execute(db)
+    .await?;
     query(
         "INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",

@@ -91,6 +91,8 @@ pub struct NewMagicLink {
     pub created_at: i64,
     pub expires_at: i64,
     pub ip: Option<String>,
+    /// The asking browser, as a person reads it ("Firefox on Android").
+    pub device: Option<String>,
 }
 
 /// A mail to put in the outbox. The body holds secrets (the link and code), so it
@@ -148,6 +150,8 @@ pub struct NewSession {
     pub id: String,
     pub refresh: NewRefreshToken,
     pub ip: Option<String>,
+    /// The browser or client it is opened on, as a person reads it.
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone)]

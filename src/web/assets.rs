@@ -16,6 +16,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../templates/console/console.js"),
     ),
+    (
+        "member.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../templates/console/member.js"),
+    ),
 ];
 
 #[handler]

@@ -8,7 +8,7 @@ use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 
 use super::page;
-use super::{AdminSession, Console};
+use super::{BrowserSession, Console};
 use crate::store::{AuditFilter, AuditRow};
 
 const PAGE_SIZE: i64 = 50;
@@ -66,7 +66,7 @@ pub async fn show(
     req: &Request,
     Query(query): Query<AuditQuery>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let filter = query.filter();
     let rows = match console.store.list_audit(&filter).await {

@@ -9,7 +9,7 @@ use poem::{Request, Response, handler};
 use serde::Deserialize;
 
 use super::page::{self, FieldErrors, Flash, FormFields};
-use super::{AdminSession, Console};
+use super::{BrowserSession, Console};
 use crate::admin::{IssuedKey, KeyRequest};
 use crate::domain::{Member, MemberId, Role};
 use crate::store::ApiKeyInfo;
@@ -62,7 +62,7 @@ pub fn key_view(key: &ApiKeyInfo) -> minijinja::Value {
 pub fn show_issued(
     console: &Console,
     req: &Request,
-    session: &AdminSession,
+    session: &BrowserSession,
     member: &Member,
     issued: &IssuedKey,
 ) -> Response {
@@ -89,7 +89,7 @@ pub async fn issue(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     let back = format!("/admin/members/{id}");
@@ -140,7 +140,7 @@ pub async fn list(
     req: &Request,
     Query(query): Query<ListQuery>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let before = query.before.filter(|b| !b.is_empty());
     let keys = match console
@@ -174,7 +174,7 @@ pub async fn list(
 pub async fn revoke(
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     // Back to where the button was: the member's page or the list.

@@ -8,7 +8,7 @@ use poem::{Request, Response, handler};
 use serde::Deserialize;
 
 use super::page;
-use super::{AdminSession, Console};
+use super::{BrowserSession, Console};
 use crate::store::{MailStatus, OutboxQuery};
 
 const PAGE_SIZE: i64 = 50;
@@ -24,7 +24,7 @@ pub async fn show(
     req: &Request,
     Query(query): Query<MailQuery>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let status = query
         .status
@@ -76,7 +76,7 @@ pub async fn show(
 pub async fn retry(
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let outcome = console.admin.retry_mail(&session.actor(), &id).await;
     let said = outcome.map(|entry| format!("The mail to {} is queued again.", entry.recipient));

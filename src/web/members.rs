@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::keys::key_request;
 use super::page::{self, FieldErrors, Flash, FormFields};
-use super::{AdminSession, Console};
+use super::{BrowserSession, Console};
 use crate::admin::Onboarding;
 use crate::domain::{Email, Member, MemberId, MemberStatus, Role};
 use crate::store::{AuditFilter, MemberFilter, RoleGrant};
@@ -32,7 +32,7 @@ pub async fn list(
     req: &Request,
     Query(query): Query<ListQuery>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let blank = |v: &Option<String>| {
         v.as_deref()
@@ -94,7 +94,7 @@ pub async fn show(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     member_page(
         &console,
@@ -112,7 +112,7 @@ pub async fn show(
 async fn member_page(
     console: &Console,
     req: &Request,
-    session: &AdminSession,
+    session: &BrowserSession,
     id: &str,
     status: StatusCode,
     errors: &FieldErrors,
@@ -178,7 +178,7 @@ async fn member_page(
 pub async fn refused_form(
     console: &Console,
     req: &Request,
-    session: &AdminSession,
+    session: &BrowserSession,
     id: &str,
     errors: FieldErrors,
     form: &FormFields,
@@ -195,7 +195,7 @@ pub async fn refused_form(
     .await
 }
 
-fn not_found(console: &Console, req: &Request, session: &AdminSession) -> Response {
+fn not_found(console: &Console, req: &Request, session: &BrowserSession) -> Response {
     page::message_page(
         console,
         req,
@@ -216,7 +216,7 @@ pub async fn grant_role(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     let Some(member) = MemberId::parse(&id) else {
@@ -283,7 +283,7 @@ pub async fn revoke_role(
     req: &Request,
     Path((id, role)): Path<(String, String)>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let Some(member) = MemberId::parse(&id) else {
         return not_found(&console, req, &session);
@@ -315,7 +315,7 @@ pub async fn set_status(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     let Some(member) = MemberId::parse(&id) else {
@@ -346,7 +346,7 @@ pub async fn delete(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     let Some(member_id) = MemberId::parse(&id) else {
@@ -397,7 +397,7 @@ pub async fn revoke_sessions(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let Some(member) = MemberId::parse(&id) else {
         return not_found(&console, req, &session);
@@ -411,7 +411,7 @@ pub async fn revoke_sessions(
             let message = format!("Ended {ended} session(s). Their API keys still work.");
             if member == session.principal.member.id {
                 // The admin ended their own console session too.
-                return page::to_sign_in(&console, Some(&message));
+                return page::to_sign_in(&console, session.door, Some(&message));
             }
             page::redirect(&console, &member_path(&id), Some(Flash::ok(message)))
         }
@@ -423,7 +423,7 @@ pub async fn revoke_sessions(
 pub async fn new_page(
     req: &Request,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     onboarding_form(
         &console,
@@ -439,7 +439,7 @@ pub async fn new_page(
 async fn onboarding_form(
     console: &Console,
     req: &Request,
-    session: &AdminSession,
+    session: &BrowserSession,
     status: StatusCode,
     errors: &FieldErrors,
     form: Option<&FormFields>,
@@ -482,7 +482,7 @@ async fn onboarding_form(
 pub async fn onboard(
     req: &Request,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     let mut errors = FieldErrors::new();

@@ -11,8 +11,10 @@
 //! behind the session cookie, checks that a state-changing request comes from
 //! this site with the session's CSRF token, and sets the security headers.
 
+mod account;
 mod assets;
 mod audit;
+pub mod hosted;
 mod keys;
 mod mail;
 mod members;
@@ -33,7 +35,8 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, p
 pub use page::FormFields;
 pub use sign_in::hand_off;
 
-use self::session::{ConsoleKeys, SESSION_COOKIE, SessionCookie, read_cookie, set_cookie};
+pub use self::session::Door;
+use self::session::{SessionCookie, SessionKeys, read_cookie, set_cookie};
 use crate::admin::{Actor, AdminService};
 use crate::api::TrustedProxies;
 use crate::auth::{AuthService, Principal, ServerSecret};
@@ -56,7 +59,8 @@ pub struct Console {
     pub store: DynStore,
     pub clock: Clock,
     pub templates: Arc<Templates>,
-    pub keys: ConsoleKeys,
+    keys: SessionKeys,
+    account_keys: SessionKeys,
     pub org_name: String,
     /// The public URL without a trailing slash; links and the origin check use it.
     pub public_url: String,
@@ -81,16 +85,18 @@ pub struct ConsoleSettings {
     pub max_upload_bytes: usize,
 }
 
-/// The admin behind a request's session, put in the request by [`guard`].
+/// The member (an admin, in the console) behind a request's session cookie,
+/// put in the request by [`guard`].
 #[derive(Clone)]
-pub struct AdminSession {
+pub struct BrowserSession {
+    pub door: Door,
     pub principal: Principal,
     pub csrf: String,
     pub ip: Option<IpAddr>,
 }
 
-impl AdminSession {
-    /// Who the audit log names: the admin, from their address.
+impl BrowserSession {
+    /// Who the audit log names: the member, by id.
     pub fn actor(&self) -> Actor {
         Actor::new(&self.principal, self.ip)
     }
@@ -116,7 +122,8 @@ impl Console {
             store,
             clock,
             templates,
-            keys: ConsoleKeys::new(secret),
+            keys: SessionKeys::new(secret, Door::Console),
+            account_keys: SessionKeys::new(secret, Door::Account),
             org_name: settings.org_name,
             origin: parsed
                 .as_ref()
@@ -136,22 +143,50 @@ impl Console {
         format!("{}{CONSOLE_PATH}", self.public_url)
     }
 
+    pub fn keys(&self, door: Door) -> &SessionKeys {
+        match door {
+            Door::Console => &self.keys,
+            Door::Account => &self.account_keys,
+        }
+    }
+
+    /// A strict cookie on every path (the flash message).
     fn cookie(&self, name: &str, value: &str, max_age_secs: u64) -> String {
-        set_cookie(name, value, max_age_secs, self.secure_cookies)
+        set_cookie(name, value, "/", max_age_secs, self.secure_cookies, false)
     }
 
     /// The `Set-Cookie` that starts (or restarts the idle clock of) a session.
-    fn session_cookie(&self, member: &crate::domain::MemberId, session_id: &str) -> String {
-        let sealed = self.keys.seal(&SessionCookie {
+    fn session_cookie(
+        &self,
+        door: Door,
+        member: &crate::domain::MemberId,
+        session_id: &str,
+    ) -> String {
+        let sealed = self.keys(door).seal(&SessionCookie {
             member_id: member.clone(),
             session_id: session_id.to_owned(),
             last_seen: self.clock.now(),
         });
-        self.cookie(SESSION_COOKIE, &sealed, self.idle.as_secs())
+        let max_age = self.idle.as_secs();
+        set_cookie(
+            door.cookie(),
+            &sealed,
+            door.path(),
+            max_age,
+            self.secure_cookies,
+            false,
+        )
     }
 
-    fn clear_session_cookie(&self) -> String {
-        self.cookie(SESSION_COOKIE, "", 0)
+    fn clear_session_cookie(&self, door: Door) -> String {
+        set_cookie(
+            door.cookie(),
+            "",
+            door.path(),
+            0,
+            self.secure_cookies,
+            false,
+        )
     }
 
     /// Whether a state-changing request comes from a page of this site. A
@@ -209,7 +244,7 @@ pub fn routes(console: Arc<Console>) -> impl Endpoint {
         .at("/mail/:id/retry", post(mail::retry));
     let guarded = {
         let console = console.clone();
-        signed_in.around(move |next, req| guard(next, req, console.clone()))
+        signed_in.around(move |next, req| guard(next, req, console.clone(), Door::Console))
     };
     Route::new()
         .at("/sign-in", get(sign_in::show).post(sign_in::request_link))
@@ -219,12 +254,46 @@ pub fn routes(console: Arc<Console>) -> impl Endpoint {
         .around(security_headers)
 }
 
-/// Finds the admin behind the session cookie and checks state-changing
-/// requests; only then does the page run.
-async fn guard<E: Endpoint>(
+/// The hosted sign-in, to be nested at `/sign-in`: no session needed.
+pub fn sign_in_routes(console: Arc<Console>) -> impl Endpoint {
+    Route::new()
+        .at("/", get(hosted::show).post(hosted::request_link))
+        .at("/wait", get(hosted::wait))
+        .at("/code", post(hosted::code))
+        .at("/status", post(hosted::check_status))
+        .data(console)
+        .around(security_headers)
+}
+
+/// A member's account, to be nested at `/account`, behind its own cookie.
+pub fn account_routes(console: Arc<Console>) -> impl Endpoint {
+    let account = Route::new()
+        .at("/", get(account::show))
+        .at("/sessions/end-others", post(account::end_others))
+        .at("/sessions/:id/end", post(account::end_session))
+        .at("/sign-out", post(account::sign_out))
+        .at("/delete", post(account::delete));
+    let guarded = {
+        let console = console.clone();
+        account.around(move |next, req| guard(next, req, console.clone(), Door::Account))
+    };
+    guarded.data(console).around(security_headers)
+}
+
+/// The stylesheet and scripts, to be nested at `/assets`.
+pub fn asset_routes() -> impl Endpoint {
+    Route::new()
+        .at("/:name", get(assets::serve))
+        .around(security_headers)
+}
+
+/// Finds the member behind the door's session cookie (an admin, for the
+/// console) and checks state-changing requests; only then does the page run.
+pub async fn guard<E: Endpoint>(
     next: Arc<E>,
     mut req: Request,
     console: Arc<Console>,
+    door: Door,
 ) -> poem::Result<Response> {
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD);
     if changes_state && !console.came_from_console(&req) {
@@ -234,15 +303,16 @@ async fn guard<E: Endpoint>(
         .headers()
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|header| read_cookie(header, SESSION_COOKIE))
-        .and_then(|value| console.keys.open(value));
+        .and_then(|header| read_cookie(header, door.cookie()))
+        .and_then(|value| console.keys(door).open(value));
     let Some(cookie) = cookie else {
-        return Ok(page::to_sign_in(&console, None));
+        return Ok(page::to_sign_in(&console, door, None));
     };
     let now = console.clock.now();
     if now - cookie.last_seen > console.idle.as_secs() as i64 {
         return Ok(page::to_sign_in(
             &console,
+            door,
             Some("You were signed out after a while without activity. Sign in again to go on."),
         ));
     }
@@ -255,18 +325,20 @@ async fn guard<E: Endpoint>(
         Ok(None) => {
             return Ok(page::to_sign_in(
                 &console,
+                door,
                 Some("Your session has ended. Sign in again to go on."),
             ));
         }
         Err(error) => return Ok(page::unavailable(&console, &req, &error)),
     };
-    if !member.has_role(Role::ADMIN) {
+    if door == Door::Console && !member.has_role(Role::ADMIN) {
         let mut response = page::refusal(&console, &req, page::Refusal::NotAdmin);
-        set_header(&mut response, console.clear_session_cookie());
+        set_header(&mut response, console.clear_session_cookie(door));
         return Ok(response);
     }
-    let session = AdminSession {
-        csrf: console.keys.csrf_token(&cookie.session_id),
+    let session = BrowserSession {
+        door,
+        csrf: console.keys(door).csrf_token(&cookie.session_id),
         ip: console.proxies.client_ip(&req),
         principal: Principal {
             member,
@@ -287,10 +359,15 @@ async fn guard<E: Endpoint>(
     let refresh = now - cookie.last_seen >= REFRESH_EVERY_SECS;
     req.extensions_mut().insert(session);
     let mut response = next.call(req).await?.into_response();
-    if refresh && !response.headers().contains_key(header::SET_COOKIE) {
+    let sets_own = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(door.cookie().as_bytes()));
+    if refresh && !sets_own {
         set_header(
             &mut response,
-            console.session_cookie(&cookie.member_id, &cookie.session_id),
+            console.session_cookie(door, &cookie.member_id, &cookie.session_id),
         );
     }
     Ok(response)

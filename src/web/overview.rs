@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem::{Request, Response, handler};
 
 use super::page;
-use super::{AdminSession, Console};
+use super::{BrowserSession, Console};
 use crate::store::AuditFilter;
 
 /// How many recent sign-ins the overview lists.
@@ -17,7 +17,7 @@ const LATEST_SIGN_INS: i64 = 8;
 pub async fn show(
     req: &Request,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let now = console.clock.now();
     let latest = AuditFilter {

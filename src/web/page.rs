@@ -8,8 +8,8 @@ use poem::http::{StatusCode, header};
 use poem::{Request, Response};
 use serde::Serialize;
 
-use super::session::{FLASH_COOKIE, read_cookie};
-use super::{AdminSession, Console};
+use super::session::{Door, FLASH_COOKIE, read_cookie};
+use super::{BrowserSession, Console};
 use crate::error::ApiError;
 
 /// The fields of a submitted form, in order (a name may repeat: checkboxes).
@@ -61,7 +61,7 @@ pub enum Refusal {
 /// multipart upload, whose handler checks the token it carries.
 pub async fn read_form(
     console: &Console,
-    session: &AdminSession,
+    session: &BrowserSession,
     req: &mut Request,
 ) -> Result<Option<FormFields>, Refusal> {
     let content_type = req.content_type().unwrap_or_default().to_ascii_lowercase();
@@ -79,7 +79,7 @@ pub async fn read_form(
     let fields = FormFields::parse(&body);
     let token = fields.get("csrf").unwrap_or_default();
     if console
-        .keys
+        .keys(session.door)
         .csrf_matches(&session.principal.session_id, token)
     {
         Ok(Some(fields))
@@ -132,7 +132,7 @@ impl Flash {
 pub fn render(
     console: &Console,
     req: &Request,
-    session: Option<&AdminSession>,
+    session: Option<&BrowserSession>,
     status: StatusCode,
     template: &str,
     context: minijinja::Value,
@@ -187,14 +187,14 @@ pub fn redirect(console: &Console, to: &str, flash: Option<Flash>) -> Response {
     builder.finish()
 }
 
-/// To the sign-in page, ending the cookie that led here.
-pub fn to_sign_in(console: &Console, message: Option<&str>) -> Response {
+/// To the door's sign-in page, ending the cookie that led here.
+pub fn to_sign_in(console: &Console, door: Door, message: Option<&str>) -> Response {
     let mut response = redirect(
         console,
-        "/admin/sign-in",
+        door.sign_in_path(),
         message.map(|m| Flash::error(m.to_owned())),
     );
-    if let Ok(value) = console.clear_session_cookie().parse() {
+    if let Ok(value) = console.clear_session_cookie(door).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -231,7 +231,7 @@ pub fn refusal(console: &Console, req: &Request, refusal: Refusal) -> Response {
 pub fn message_page(
     console: &Console,
     req: &Request,
-    session: Option<&AdminSession>,
+    session: Option<&BrowserSession>,
     status: StatusCode,
     title: &str,
     message: &str,

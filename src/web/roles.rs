@@ -7,7 +7,7 @@ use poem::web::{Data, Path};
 use poem::{Request, Response, handler};
 
 use super::page::{self, FieldErrors, Flash, FormFields};
-use super::{AdminSession, Console};
+use super::{BrowserSession, Console};
 use crate::domain::{Conflict, Role};
 use crate::error::ApiError;
 use crate::store::StoreError;
@@ -16,7 +16,7 @@ use crate::store::StoreError;
 pub async fn show(
     req: &Request,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     roles_page(
         &console,
@@ -34,7 +34,7 @@ pub async fn show(
 async fn roles_page(
     console: &Console,
     req: &Request,
-    session: &AdminSession,
+    session: &BrowserSession,
     status: StatusCode,
     errors: &FieldErrors,
     form: Option<&FormFields>,
@@ -71,7 +71,7 @@ async fn roles_page(
 pub async fn create(
     req: &Request,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     let role = match Role::parse(form.get("name").unwrap_or_default()) {
@@ -115,7 +115,7 @@ pub async fn delete(
     req: &Request,
     Path(name): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     let role = match Role::parse(&name) {

@@ -15,7 +15,7 @@ use poem::{Request, Response, handler};
 use serde::Deserialize;
 
 use super::page::{self, Flash, FormFields};
-use super::{AdminSession, Console};
+use super::{BrowserSession, Console};
 use crate::domain::Email;
 use crate::import::{self, ImportContext, ImportReport};
 use crate::store::{EligibleFilter, StagedUpload};
@@ -34,7 +34,7 @@ pub async fn show(
     req: &Request,
     Query(query): Query<RosterQuery>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let filter = EligibleFilter {
@@ -89,7 +89,7 @@ pub async fn receive(
     req: &Request,
     mut body: Multipart,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let mut token_ok = false;
     let mut file = None;
@@ -108,7 +108,7 @@ pub async fn receive(
             Some("csrf") => {
                 let value = field.text().await.unwrap_or_default();
                 token_ok = console
-                    .keys
+                    .keys(session.door)
                     .csrf_matches(&session.principal.session_id, value.trim());
             }
             Some("file") if token_ok => {
@@ -157,7 +157,7 @@ fn upload_failed(console: &Console, message: &str) -> Response {
 async fn staged(
     console: &Console,
     req: &Request,
-    session: &AdminSession,
+    session: &BrowserSession,
     id: &str,
 ) -> Result<StagedUpload, Response> {
     match console.store.staged_upload(id).await {
@@ -173,7 +173,7 @@ async fn staged(
     }
 }
 
-fn context(console: &Console, session: &AdminSession, dry_run: bool) -> ImportContext {
+fn context(console: &Console, session: &BrowserSession, dry_run: bool) -> ImportContext {
     let actor = session.actor();
     ImportContext {
         batch_id: import::new_batch_id(),
@@ -191,7 +191,7 @@ pub async fn check_upload(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let upload = match staged(&console, req, &session, &id).await {
         Ok(upload) => upload,
@@ -244,7 +244,7 @@ pub async fn import_upload(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let upload = match staged(&console, req, &session, &id).await {
         Ok(upload) => upload,
@@ -279,7 +279,7 @@ pub async fn invalid_rows(
     req: &Request,
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let upload = match staged(&console, req, &session, &id).await {
         Ok(upload) => upload,
@@ -326,7 +326,7 @@ pub async fn invalid_rows(
 pub async fn withdraw(
     Path(id): Path<String>,
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
 ) -> Response {
     let outcome = console.admin.withdraw_batch(&session.actor(), &id).await;
     let said = outcome.map(|removed| {
@@ -338,7 +338,7 @@ pub async fn withdraw(
 #[handler]
 pub async fn remove(
     console: Data<&Arc<Console>>,
-    session: Data<&AdminSession>,
+    session: Data<&BrowserSession>,
     form: Data<&FormFields>,
 ) -> Response {
     let email = match Email::parse(form.get("email").unwrap_or_default()) {

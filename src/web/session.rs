@@ -16,11 +16,48 @@ use subtle::ConstantTimeEq;
 use crate::auth::ServerSecret;
 use crate::domain::MemberId;
 
-/// The session cookie's name; the flash message's beside it.
-pub const SESSION_COOKIE: &str = "gatehouse_console";
-pub const FLASH_COOKIE: &str = "gatehouse_console_flash";
-/// Both cookies are sent only to the console.
-pub const COOKIE_PATH: &str = "/admin";
+/// The one-line message for the next page, on every page's path.
+pub const FLASH_COOKIE: &str = "gatehouse_flash";
+
+/// The two areas a cookie session opens, each with its own cookie (sent only
+/// to its own paths) and its own key: the admin console and a member's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Console,
+    Account,
+}
+
+impl Door {
+    pub fn cookie(self) -> &'static str {
+        match self {
+            Door::Console => "gatehouse_console",
+            Door::Account => "gatehouse_account",
+        }
+    }
+
+    /// The path the cookie is scoped to.
+    pub fn path(self) -> &'static str {
+        match self {
+            Door::Console => "/admin",
+            Door::Account => "/account",
+        }
+    }
+
+    /// Where someone without a session is sent.
+    pub fn sign_in_path(self) -> &'static str {
+        match self {
+            Door::Console => "/admin/sign-in",
+            Door::Account => "/sign-in",
+        }
+    }
+
+    fn purpose(self) -> &'static str {
+        match self {
+            Door::Console => "admin console",
+            Door::Account => "member account",
+        }
+    }
+}
 
 /// What a valid cookie says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,16 +70,16 @@ pub struct SessionCookie {
 
 /// The two keys, derived once from the server secret.
 #[derive(Clone)]
-pub struct ConsoleKeys {
+pub struct SessionKeys {
     cookie: [u8; 32],
     csrf: [u8; 32],
 }
 
-impl ConsoleKeys {
-    pub fn new(secret: &ServerSecret) -> Self {
+impl SessionKeys {
+    pub fn new(secret: &ServerSecret, door: Door) -> Self {
         Self {
-            cookie: secret.derive("admin console cookie"),
-            csrf: secret.derive("admin console csrf"),
+            cookie: secret.derive(&format!("{} cookie", door.purpose())),
+            csrf: secret.derive(&format!("{} csrf", door.purpose())),
         }
     }
 
@@ -104,11 +141,20 @@ pub fn read_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// A `Set-Cookie` value for the console: `HttpOnly`, `SameSite=Strict`, on
-/// `/admin` only, `Secure` when the public URL is https. `max_age` 0 deletes it.
-pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> String {
+/// A `Set-Cookie` value: always `HttpOnly`, `Secure` when the public URL is
+/// https, `SameSite=Strict` unless the cookie must come along when a mailed
+/// link is opened (`lax`). `max_age` 0 deletes it.
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age_secs: u64,
+    secure: bool,
+    lax: bool,
+) -> String {
     format!(
-        "{name}={value}; Path={COOKIE_PATH}; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{}",
+        "{name}={value}; Path={path}; Max-Age={max_age_secs}; HttpOnly; SameSite={}{}",
+        if lax { "Lax" } else { "Strict" },
         if secure { "; Secure" } else { "" }
     )
 }
@@ -117,10 +163,11 @@ pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> S
 mod tests {
     use super::*;
 
-    fn keys() -> ConsoleKeys {
-        ConsoleKeys::new(&ServerSecret::new(
-            b"0123456789abcdef0123456789abcdef".to_vec(),
-        ))
+    fn keys() -> SessionKeys {
+        SessionKeys::new(
+            &ServerSecret::new(b"0123456789abcdef0123456789abcdef".to_vec()),
+            Door::Console,
+        )
     }
 
     fn cookie() -> SessionCookie {
@@ -143,10 +190,20 @@ mod tests {
         let (body, mac) = sealed.rsplit_once('.').unwrap();
         let later = body.rsplit_once('.').unwrap().0.to_owned() + ".1800000000";
         assert_eq!(keys().open(&format!("{later}.{mac}")), None);
-        let other = ConsoleKeys::new(&ServerSecret::new(
-            b"another secret of thirty-two bytes!".to_vec(),
-        ));
+        let other = SessionKeys::new(
+            &ServerSecret::new(b"another secret of thirty-two bytes!".to_vec()),
+            Door::Console,
+        );
         assert_eq!(other.open(&sealed), None);
+        let account = SessionKeys::new(
+            &ServerSecret::new(b"0123456789abcdef0123456789abcdef".to_vec()),
+            Door::Account,
+        );
+        assert_eq!(
+            account.open(&sealed),
+            None,
+            "a console cookie opens no account"
+        );
         assert_eq!(keys().open("garbage"), None);
         assert_eq!(keys().open(""), None);
     }
@@ -162,7 +219,23 @@ mod tests {
     #[test]
     fn reads_one_cookie_among_several() {
         let header = "a=1; gatehouse_console=xyz.abc; b=2";
-        assert_eq!(read_cookie(header, SESSION_COOKIE), Some("xyz.abc"));
+        assert_eq!(read_cookie(header, Door::Console.cookie()), Some("xyz.abc"));
         assert_eq!(read_cookie(header, "missing"), None);
+    }
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::*;
+
+    #[test]
+    fn cookies_carry_their_flags() {
+        let strict = set_cookie("a", "v", "/admin", 60, true, false);
+        assert_eq!(
+            strict,
+            "a=v; Path=/admin; Max-Age=60; HttpOnly; SameSite=Strict; Secure"
+        );
+        let lax = set_cookie("b", "v", "/", 0, false, true);
+        assert_eq!(lax, "b=v; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
     }
 }

@@ -12,7 +12,7 @@ use poem::web::Data;
 use poem::{Request, Response, handler};
 
 use super::page::{self, FieldErrors, FormFields};
-use super::{AdminSession, Console};
+use super::{BrowserSession, Console, Door};
 use crate::auth::{AuthError, LinkRequest, Principal, TokenGrant};
 use crate::domain::{Email, Role};
 
@@ -70,10 +70,10 @@ pub async fn request_link(
     let request = LinkRequest {
         email: email.clone(),
         redirect_to: Some(&home),
-        ip: console.proxies.client_ip(req),
+        client: console.proxies.client(req),
     };
     match console.auth.sign_in().request_link(request).await {
-        Ok(()) => {
+        Ok(_) => {
             let context = minijinja::context! { email => email.as_str() };
             page::render(
                 &console,
@@ -102,7 +102,7 @@ pub async fn request_link(
 
 /// Ends the gatehouse session behind the console cookie, and the cookie.
 #[handler]
-pub async fn sign_out(console: Data<&Arc<Console>>, session: Data<&AdminSession>) -> Response {
+pub async fn sign_out(console: Data<&Arc<Console>>, session: Data<&BrowserSession>) -> Response {
     if let Err(error) = console
         .auth
         .sessions()
@@ -116,7 +116,7 @@ pub async fn sign_out(console: Data<&Arc<Console>>, session: Data<&AdminSession>
         "/admin/sign-in",
         Some(page::Flash::ok("You are signed out.")),
     );
-    if let Ok(value) = console.clear_session_cookie().parse() {
+    if let Ok(value) = console.clear_session_cookie(session.door).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -143,7 +143,7 @@ pub async fn hand_off(console: &Console, req: &Request, grant: &TokenGrant) -> O
     }
     let mut response = page::redirect(console, "/admin", None);
     if let Ok(value) = console
-        .session_cookie(&grant.member.id, &grant.session_id)
+        .session_cookie(Door::Console, &grant.member.id, &grant.session_id)
         .parse()
     {
         response.headers_mut().append(header::SET_COOKIE, value);

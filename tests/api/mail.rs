@@ -192,7 +192,7 @@ async fn enqueue_while_stopped(app: &mut TestApp, email: &str) {
         .request_link(LinkRequest {
             email: Email::parse(email).unwrap(),
             redirect_to: None,
-            ip: None,
+            client: Default::default(),
         })
         .await
         .expect("enqueued");

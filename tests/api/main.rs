@@ -12,6 +12,8 @@ mod browser;
 mod cache_across_instances;
 mod console;
 mod console_browser;
+mod devices;
+mod devices_browser;
 
 mod errors;
 mod mail;

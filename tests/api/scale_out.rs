@@ -169,6 +169,7 @@ async fn concurrent_outbox_claims_never_take_one_mail_twice() {
             created_at: now,
             expires_at: now + 600,
             ip: None,
+            device: None,
         };
         let mail = NewMail {
             id: uuid::Uuid::new_v4().to_string(),

@@ -300,12 +300,12 @@ impl Backend for Postgres {
         audit: LinkAudit,
     ) -> StoreResult<bool> {
         // `$1..$7` the link, `$8..$14` its mail, `$15..$21` the audit row (`$19`
-        // its details if eligible, `$21` if not).
+        // its details if eligible, `$21` if not), `$22` the link's device.
         static STATEMENT: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "WITH eligible AS (SELECT {} AS yes), link AS ( \
-                   INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) \
-                   SELECT $1, $2, $3, $4, $5, $6, $7 FROM eligible WHERE yes RETURNING token_hash \
+                   INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip, device) \
+                   SELECT $1, $2, $3, $4, $5, $6, $7, $22 FROM eligible WHERE yes RETURNING token_hash \
                  ), mail AS ( \
                    INSERT INTO outbox ({OUTBOX_INSERT_COLUMNS}) \
                    SELECT $8, $9, $10, $11, $12, 'queued', $13, $13, $14 FROM link \
@@ -342,6 +342,7 @@ impl Backend for Postgres {
             .bind(entry.details.to_string())
             .bind(entry.ip.as_deref())
             .bind(refused_details.to_string())
+            .bind(link.device.as_deref())
             .fetch_one(&self.pool)
             .await?;
         Ok(yes)
@@ -367,7 +368,7 @@ impl Backend for Postgres {
                    UPDATE members SET last_login_at = $2 FROM link WHERE members.email = link.email \
                    RETURNING members.id \
                  ), session AS ( \
-                   INSERT INTO sessions (id, member_id, created_at, ip) SELECT $3, id, $2, $4 FROM member \
+                   INSERT INTO sessions (id, member_id, created_at, ip, device) SELECT $3, id, $2, $4, $10 FROM member \
                  ), refresh AS ( \
                    INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
                    SELECT $5, $3, id, $6, $2, $7 FROM member \
@@ -389,6 +390,7 @@ impl Backend for Postgres {
             .bind(session.refresh.expires_at)
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(sign_in_details(session, false).to_string())
+            .bind(session.device.as_deref())
             .fetch_optional(&self.pool)
             .await?;
         Ok(signed_in.map(|(member_id, redirect_to)| Redeemed {

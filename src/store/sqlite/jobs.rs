@@ -40,8 +40,8 @@ impl Grouped for LinkRequest {
     fn script(n: usize) -> String {
         format!(
             "BEGIN; \
-             INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip) \
-               SELECT column1, column2, column3, column4, column5, column6, column7 FROM (VALUES {}) \
+             INSERT INTO magic_links (token_hash, email, code_hash, redirect_to, created_at, expires_at, ip, device) \
+               SELECT column1, column2, column3, column4, column5, column6, column7, column8 FROM (VALUES {}) \
                WHERE {} RETURNING token_hash; \
              INSERT INTO outbox ({OUTBOX_INSERT_COLUMNS}) \
                SELECT column2, column3, column4, column5, column6, 'queued', column7, column7, column8 \
@@ -52,7 +52,7 @@ impl Grouped for LinkRequest {
                    THEN column7 ELSE column8 END, column9 \
                FROM (VALUES {}); \
              COMMIT",
-            tuples("(?, ?, ?, ?, ?, ?, ?)", n),
+            tuples("(?, ?, ?, ?, ?, ?, ?, ?)", n),
             schema::eligible("column2"),
             tuples("(?, ?, ?, ?, ?, ?, ?, ?)", n),
             tuples("(?, ?, ?, ?, ?, ?, ?, ?, ?)", n),
@@ -68,7 +68,8 @@ impl Grouped for LinkRequest {
                 .bind(link.redirect_to.as_deref())
                 .bind(link.created_at)
                 .bind(link.expires_at)
-                .bind(link.ip.as_deref());
+                .bind(link.ip.as_deref())
+                .bind(link.device.as_deref());
         }
         for LinkRequest { link, mail, .. } in batch {
             script = script
@@ -120,6 +121,7 @@ pub struct Redemption {
     pub now: i64,
     pub session_id: String,
     pub ip: Option<String>,
+    pub device: Option<String>,
     pub refresh_id: String,
     pub refresh_hash: String,
     pub refresh_expires_at: i64,
@@ -138,7 +140,7 @@ static REDEMPTION: LazyLock<String> = LazyLock::new(|| {
            RETURNING email, redirect_to; \
          UPDATE members SET last_login_at = ? \
            WHERE changes() = 1 AND email = (SELECT email FROM magic_links WHERE token_hash = ?) RETURNING id; \
-         INSERT INTO sessions (id, member_id, created_at, ip) SELECT ?, id, ?, ? FROM members \
+         INSERT INTO sessions (id, member_id, created_at, ip, device) SELECT ?, id, ?, ?, ? FROM members \
            WHERE changes() = 1 AND email = (SELECT email FROM magic_links WHERE token_hash = ?); \
          INSERT INTO refresh_tokens (id, family_id, member_id, token_hash, created_at, expires_at) \
            SELECT ?, id, member_id, ?, ?, ? FROM sessions WHERE changes() = 1 AND id = ?; \
@@ -170,6 +172,7 @@ impl Grouped for Redemption {
                 .bind(r.session_id.as_str())
                 .bind(r.now)
                 .bind(r.ip.as_deref())
+                .bind(r.device.as_deref())
                 .bind(r.token_hash.as_str())
                 // refresh token
                 .bind(r.refresh_id.as_str())

@@ -267,6 +267,7 @@ impl Backend for Sqlite {
             now,
             session_id: session.id.clone(),
             ip: session.ip.clone(),
+            device: session.device.clone(),
             refresh_id: session.refresh.id.clone(),
             refresh_hash: session.refresh.token_hash.as_str().to_owned(),
             refresh_expires_at: session.refresh.expires_at,

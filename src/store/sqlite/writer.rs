@@ -342,6 +342,7 @@ mod tests {
                 created_at: 100,
                 expires_at: 700,
                 ip: None,
+                device: None,
             };
             let mail = NewMail {
                 id: format!("mail-{i}"),

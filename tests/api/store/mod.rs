@@ -402,6 +402,7 @@ impl LinkRequest {
                 created_at: now,
                 expires_at: now + LINK_TTL,
                 ip: Some("192.0.2.7".into()),
+                device: Some("Firefox on Linux".into()),
             },
             mail: NewMail {
                 id: mail_id,
@@ -443,6 +444,7 @@ pub fn new_session(now: i64) -> NewSession {
         id: new_id(),
         refresh: new_refresh(now),
         ip: Some("192.0.2.7".into()),
+        device: Some("Firefox on Linux".into()),
     }
 }
 
