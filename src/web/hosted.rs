@@ -97,23 +97,15 @@ fn form(
 /// Mails the link and code, and starts waiting on this device.
 #[handler]
 pub async fn request_link(req: &Request, body: Body, console: Data<&Arc<Console>>) -> Response {
-    if !console.came_from_console(req) {
-        return page::refusal(&console, req, page::Refusal::CrossSite);
-    }
-    let Ok(body) = body.into_bytes_limit(console.max_form_bytes).await else {
-        return page::refusal(&console, req, page::Refusal::BadForm);
+    let fields = match page::read_open_form(&console, req, body).await {
+        Ok(fields) => fields,
+        Err(refused) => return refused,
     };
-    let fields = FormFields::parse(&body);
     let raw = fields.get("email").unwrap_or_default();
     let redirect_to = fields.get("redirect_to");
-    let email = match Email::parse(raw) {
+    let email = match page::typed_email(raw) {
         Ok(email) => email,
-        Err(error) => {
-            let message = if raw.is_empty() {
-                "Enter your email address.".to_owned()
-            } else {
-                format!("This is not an email address we can use: {error}.")
-            };
+        Err(message) => {
             let errors = FieldErrors::from([("email", message)]);
             return form(
                 &console,

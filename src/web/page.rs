@@ -88,6 +88,34 @@ pub async fn read_form(
     }
 }
 
+/// A form sent to a page that needs no session (a sign-in page): it must
+/// come from this site; there is no session to hold a CSRF token.
+pub async fn read_open_form(
+    console: &Console,
+    req: &Request,
+    body: poem::Body,
+) -> Result<FormFields, Response> {
+    if !console.came_from_console(req) {
+        return Err(refusal(console, req, Refusal::CrossSite));
+    }
+    let body = body
+        .into_bytes_limit(console.max_form_bytes)
+        .await
+        .map_err(|_| refusal(console, req, Refusal::BadForm))?;
+    Ok(FormFields::parse(&body))
+}
+
+/// The address a person typed into a sign-in form, or what to say next to it.
+pub fn typed_email(raw: &str) -> Result<crate::domain::Email, String> {
+    crate::domain::Email::parse(raw).map_err(|error| {
+        if raw.is_empty() {
+            "Enter your email address.".to_owned()
+        } else {
+            format!("This is not an email address we can use: {error}.")
+        }
+    })
+}
+
 /// A message for the next page the admin sees.
 #[derive(Debug, Clone, Serialize)]
 pub struct Flash {

@@ -11,10 +11,10 @@ use poem::http::{StatusCode, header};
 use poem::web::Data;
 use poem::{Request, Response, handler};
 
-use super::page::{self, FieldErrors, FormFields};
+use super::page::{self, FieldErrors};
 use super::{BrowserSession, Console, Door};
 use crate::auth::{AuthError, LinkRequest, Principal, TokenGrant};
-use crate::domain::{Email, Role};
+use crate::domain::Role;
 
 #[handler]
 pub async fn show(req: &Request, console: Data<&Arc<Console>>) -> Response {
@@ -40,22 +40,14 @@ pub async fn request_link(
     body: poem::Body,
     console: Data<&Arc<Console>>,
 ) -> Response {
-    if !console.came_from_console(req) {
-        return page::refusal(&console, req, page::Refusal::CrossSite);
-    }
-    let Ok(body) = body.into_bytes_limit(console.max_form_bytes).await else {
-        return page::refusal(&console, req, page::Refusal::BadForm);
+    let fields = match page::read_open_form(&console, req, body).await {
+        Ok(fields) => fields,
+        Err(refused) => return refused,
     };
-    let fields = FormFields::parse(&body);
     let raw = fields.get("email").unwrap_or_default();
-    let email = match Email::parse(raw) {
+    let email = match page::typed_email(raw) {
         Ok(email) => email,
-        Err(error) => {
-            let message = if raw.is_empty() {
-                "Enter your email address.".to_owned()
-            } else {
-                format!("This is not an email address we can use: {error}.")
-            };
+        Err(message) => {
             let errors = FieldErrors::from([("email", message)]);
             return sign_in_form(
                 &console,
