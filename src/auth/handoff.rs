@@ -12,11 +12,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::ServerSecret;
+use super::{ServerSecret, hmac_sha256};
 use crate::domain::TokenHash;
 use crate::mail::Sealer;
 
@@ -49,7 +47,7 @@ impl HandoffKeys {
         let plain = format!("{}.{expires_at}", link.as_str());
         let id = self.sealer.seal(plain.as_bytes());
         RequestHandle {
-            secret: URL_SAFE_NO_PAD.encode(mac(&self.secret_key, id.as_bytes())),
+            secret: URL_SAFE_NO_PAD.encode(hmac_sha256(&self.secret_key, id.as_bytes())),
             number: self.number(link),
             id,
             expires_at,
@@ -58,7 +56,7 @@ impl HandoffKeys {
 
     /// The link and expiry behind a handle, if `secret` is the handle's.
     pub fn open(&self, id: &str, secret: &str) -> Option<(TokenHash, i64)> {
-        let expected = URL_SAFE_NO_PAD.encode(mac(&self.secret_key, id.as_bytes()));
+        let expected = URL_SAFE_NO_PAD.encode(hmac_sha256(&self.secret_key, id.as_bytes()));
         if !bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
             return None;
         }
@@ -85,7 +83,7 @@ impl HandoffKeys {
 
     /// Three distinct numbers from 10 to 99; the first is the right one.
     fn numbers(&self, link: &TokenHash) -> [u8; 3] {
-        let digest = mac(&self.number_key, link.as_str().as_bytes());
+        let digest = hmac_sha256(&self.number_key, link.as_str().as_bytes());
         let mut numbers = [0u8; 3];
         let mut found = 0;
         for byte in digest {
@@ -100,12 +98,6 @@ impl HandoffKeys {
         }
         numbers
     }
-}
-
-fn mac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]

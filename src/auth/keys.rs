@@ -40,6 +40,16 @@ impl ServerSecret {
     }
 }
 
+/// HMAC-SHA256 of `message` under one of the keys [`ServerSecret::derive`] makes:
+/// the MAC behind console cookies, CSRF tokens and sign-in request handles.
+pub fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    // HMAC accepts a key of any length, so this cannot fail.
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 const SECRET_FILE: &str = "jwt_secret";
 
 /// Uses the configured secret, or the one kept in `<data_dir>/jwt_secret`,

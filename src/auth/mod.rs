@@ -30,7 +30,7 @@ pub use handoff::{HandoffKeys, RequestHandle};
 pub use jwt::{ACCESS_TOKEN_TYPE, Claims, JwtError, JwtKeys};
 pub use key_material::KeyMaterialError;
 pub use keyring::{KeyState, Keyring};
-pub use keys::{ServerSecret, load_or_create_secret};
+pub use keys::{ServerSecret, hmac_sha256, load_or_create_secret};
 pub use principal::Principal;
 pub use rate_limit::RateLimiter;
 pub use redirect::RedirectTarget;

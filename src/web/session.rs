@@ -9,11 +9,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::auth::ServerSecret;
+use crate::auth::{ServerSecret, hmac_sha256};
 use crate::domain::MemberId;
 
 /// The one-line message for the next page, on every page's path.
@@ -89,7 +87,7 @@ impl SessionKeys {
             "{}.{}.{}",
             cookie.member_id, cookie.session_id, cookie.last_seen
         );
-        let mac = URL_SAFE_NO_PAD.encode(mac(&self.cookie, body.as_bytes()));
+        let mac = URL_SAFE_NO_PAD.encode(hmac_sha256(&self.cookie, body.as_bytes()));
         format!("{body}.{mac}")
     }
 
@@ -97,7 +95,7 @@ impl SessionKeys {
     pub fn open(&self, value: &str) -> Option<SessionCookie> {
         let (body, mac_text) = value.rsplit_once('.')?;
         let presented = URL_SAFE_NO_PAD.decode(mac_text).ok()?;
-        let expected = mac(&self.cookie, body.as_bytes());
+        let expected = hmac_sha256(&self.cookie, body.as_bytes());
         if !bool::from(presented.ct_eq(&expected)) {
             return None;
         }
@@ -114,7 +112,7 @@ impl SessionKeys {
 
     /// The CSRF token of a session.
     pub fn csrf_token(&self, session_id: &str) -> String {
-        URL_SAFE_NO_PAD.encode(mac(&self.csrf, session_id.as_bytes()))
+        URL_SAFE_NO_PAD.encode(hmac_sha256(&self.csrf, session_id.as_bytes()))
     }
 
     pub fn csrf_matches(&self, session_id: &str, presented: &str) -> bool {
@@ -124,12 +122,6 @@ impl SessionKeys {
                 .ct_eq(presented.as_bytes()),
         )
     }
-}
-
-fn mac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
 }
 
 /// The value of the cookie `name` in a `Cookie` request header.
