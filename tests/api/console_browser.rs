@@ -104,9 +104,12 @@ impl Admin<'_> {
                 .browser
                 .execute(
                     "const w = document.documentElement.clientWidth; \
-                     return [...document.querySelectorAll('body *')] \
-                       .filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest('.table-wrap, nav ul')) \
-                       .map(e => e.tagName + '.' + e.className + '#' + e.id).slice(0, 5);",
+                     const out = [...document.querySelectorAll('body *')] \
+                       .filter(e => e.getBoundingClientRect().right > w + 1 \
+                         && !(e.parentElement && e.parentElement.closest('.table-wrap, nav ul'))) \
+                       .map(e => e.tagName + '.' + e.className + '#' + e.id).slice(0, 5); \
+                     const sw = document.documentElement.scrollWidth; \
+                     return sw > w ? out.concat(['page ' + sw + ' > ' + w]) : out;",
                     vec![],
                 )
                 .await

@@ -49,6 +49,21 @@ async fn shoot(browser: &Client, shots: &Option<PathBuf>, name: &str) {
     let Some(dir) = shots else { return };
     for width in [1280, 390] {
         browser.set_window_size(width, 1000).await.unwrap();
+        // Nothing sticks out sideways: a table scrolls inside its frame.
+        let wide = browser
+            .execute(
+                "const w = document.documentElement.clientWidth; \
+                 const out = [...document.querySelectorAll('body *')] \
+                   .filter(e => e.getBoundingClientRect().right > w + 1 \
+                     && !(e.parentElement && e.parentElement.closest('.table-wrap'))) \
+                   .map(e => e.tagName + '.' + e.className + '#' + e.id).slice(0, 5); \
+                 const sw = document.documentElement.scrollWidth; \
+                 return sw > w ? out.concat(['page ' + sw + ' > ' + w]) : out;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(wide, serde_json::json!([]), "{name} at {width} px");
         let png = browser.screenshot().await.unwrap();
         std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
     }
