@@ -1,5 +1,5 @@
 //! Builds the application from settings and runs it: the HTTP server, the mail
-//! and webhook delivery workers and the janitor. `main` and the tests go through the same door.
+//! and webhook delivery workers and the housekeeping job. `main` and the tests go through the same door.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::admin::AdminService;
 use crate::api::body_limit::limit_body;
+use crate::api::methods::{AllowedMethods, refuse_other_methods};
 use crate::api::metrics::MetricsSources;
 use crate::api::pages::SignInPages;
 use crate::api::{ApiServices, TrustedProxies};
@@ -21,10 +22,11 @@ use crate::auth::{
 };
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::housekeeping::Housekeeping;
 use crate::mail::worker::{OutboxWorker, RetryPolicy, outbox_worker};
 use crate::mail::{Mailer, Sealer, transport_from_settings};
 use crate::metrics::Metrics;
-use crate::store::{self, DynStore};
+use crate::store::{self, DynStore, Retention};
 use crate::telemetry::RequestObserver;
 use crate::templates::Templates;
 use crate::web::{Console, ConsoleSettings};
@@ -33,8 +35,6 @@ use crate::webhooks::worker::{WebhookWorker, webhook_worker};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often expired links, windows and tokens are purged.
-const JANITOR_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -265,11 +265,13 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = tokio::spawn(self.worker.run(stop_rx.clone()));
         let webhook_worker = tokio::spawn(self.webhook_worker.run(stop_rx.clone()));
-        let janitor = tokio::spawn(janitor(
+        let housekeeping = Housekeeping::new(
             self.state.store.clone(),
             self.state.clock.clone(),
-            stop_rx.clone(),
-        ));
+            Retention::with_audit_days(self.state.settings.audit_retention_days),
+            self.state.metrics.clone(),
+        );
+        let housekeeping = tokio::spawn(housekeeping.run(stop_rx.clone()));
         let key_reloader = tokio::spawn(self.state.signing_keys.clone().run(stop_rx));
         tracing::info!(addr = %self.local_addr, public_url = %self.state.public_url, "gatehouse is serving");
         let served = Server::new_with_acceptor(self.acceptor)
@@ -279,23 +281,9 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = worker.await;
         let _ = webhook_worker.await;
-        let _ = janitor.await;
+        let _ = housekeeping.await;
         let _ = key_reloader.await;
         served
-    }
-}
-
-/// Deletes expired rows now and then; a failure is logged and tried again later.
-async fn janitor(store: DynStore, clock: Clock, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(JANITOR_EVERY) => {}
-            _ = stop.changed() => return,
-        }
-        match store.purge_expired(clock.now()).await {
-            Ok(purged) => tracing::debug!(purged, "purged expired rows"),
-            Err(error) => tracing::warn!(%error, "purge failed"),
-        }
     }
 }
 
@@ -333,8 +321,13 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         state.settings.max_body_bytes,
         state.settings.max_import_bytes,
     );
+    let allowed = AllowedMethods::of::<crate::api::Apis>();
     Route::new()
-        .nest("/", api.around(move |ep, req| limit_body(ep, req, limits)))
+        .nest(
+            "/",
+            api.around(move |ep, req| limit_body(ep, req, limits))
+                .around(move |ep, req| refuse_other_methods(ep, req, allowed.clone())),
+        )
         .at(
             "/auth/confirm",
             get(crate::api::pages::confirm_page).post(

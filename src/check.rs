@@ -176,6 +176,10 @@ fn effective_value(s: &Settings, key: &str) -> String {
         "webhooks_retry_base_ms" => s.webhooks.retry_base.as_millis().to_string(),
         "webhooks_max_attempts" => s.webhooks.max_attempts.to_string(),
         "webhooks_disable_after_hours" => (s.webhooks.disable_after.as_secs() / 3600).to_string(),
+        "audit_retention_days" => match s.audit_retention_days {
+            Some(days) => days.to_string(),
+            None => "(unset: the audit log is kept forever)".to_owned(),
+        },
         "log" => s.log.clone(),
         "log_format" => format!("{:?}", s.log_format).to_ascii_lowercase(),
         // A setting this report does not know yet: not printed, in case it is secret.

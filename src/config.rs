@@ -59,6 +59,7 @@ pub const KEYS: &[&str] = &[
     "webhooks_retry_base_ms",
     "webhooks_max_attempts",
     "webhooks_disable_after_hours",
+    "audit_retention_days",
     "log",
     "log_format",
 ];
@@ -253,6 +254,9 @@ pub struct Settings {
     /// An admin console session ends after this long without a request.
     pub console_idle: Duration,
     pub webhooks: WebhookSettings,
+    /// Audit rows older than this many days are deleted by housekeeping;
+    /// `None` (the default) keeps the log forever.
+    pub audit_retention_days: Option<u32>,
     pub log: String,
     pub log_format: LogFormat,
 }
@@ -505,6 +509,9 @@ impl Settings {
                     )? * 3600,
                 ),
             },
+            audit_retention_days: get("audit_retention_days")
+                .map(parse_audit_retention)
+                .transpose()?,
             log: get("log").unwrap_or("info").to_owned(),
             log_format: match get("log_format").map(str::to_ascii_lowercase).as_deref() {
                 None | Some("text") => LogFormat::Text,
@@ -585,6 +592,23 @@ fn parse_or<T: std::str::FromStr>(
     }
 }
 
+/// A number of days, at least one: 0 would delete each audit row as soon as
+/// it is written, which is never what an operator wants from a log.
+fn parse_audit_retention(value: &str) -> Result<u32, ConfigError> {
+    match value.parse::<u32>() {
+        Ok(0) => Err(invalid(
+            "audit_retention_days",
+            "0 would delete the audit log as it is written; leave it unset to keep the log forever"
+                .into(),
+        )),
+        Ok(days) => Ok(days),
+        Err(_) => Err(invalid(
+            "audit_retention_days",
+            format!("`{value}` is not a number of days"),
+        )),
+    }
+}
+
 fn parse_bool(value: Option<&str>, key: &'static str) -> Result<bool, ConfigError> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("false" | "0" | "no" | "off") => Ok(false),
@@ -650,6 +674,29 @@ mod tests {
         assert_eq!(s.link_ttl, Duration::from_secs(600));
         assert_eq!(s.rate_limits.per_email, 5);
         assert!(!s.public_eligibility);
+        assert_eq!(
+            s.audit_retention_days, None,
+            "the audit log is kept forever"
+        );
+    }
+
+    #[test]
+    fn audit_retention_is_days_and_never_zero() {
+        let s = Settings::from_map(&map(&[("audit_retention_days", "400")])).unwrap();
+        assert_eq!(s.audit_retention_days, Some(400));
+        for refused in ["0", "-1", "a year"] {
+            let error = Settings::from_map(&map(&[("audit_retention_days", refused)])).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    ConfigError::Invalid {
+                        key: "audit_retention_days",
+                        ..
+                    }
+                ),
+                "{refused}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Body, Response};
+use poem_openapi::error::{ParseParamError, ParsePathError, ParseRequestPayloadError};
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
@@ -18,6 +19,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem document, with a stable machine-readable `code`.
 #[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Problem {
     /// A URI reference naming the problem type; `about:blank` when the status says it all.
     #[oai(rename = "type")]
@@ -47,6 +49,15 @@ pub enum ApiError {
     Unprocessable { code: &'static str, detail: String },
     #[error("{0}")]
     Unauthorized(String),
+    /// A credential of a kind with its own code, e.g. a used sign-in link (`invalid_link`).
+    #[error("{detail}")]
+    Unauthenticated { code: &'static str, detail: String },
+    /// Refused by policy, with a code, e.g. a redirect to an origin not allowed.
+    #[error("{detail}")]
+    NotAllowed { code: &'static str, detail: String },
+    /// `Authorization` and `X-API-Key` together (or either twice).
+    #[error("send one credential: `Authorization` or `X-API-Key`, not both")]
+    MultipleCredentials,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -89,8 +100,10 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) | Self::Unauthenticated { .. } | Self::MultipleCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Forbidden(_) | Self::NotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -104,8 +117,11 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. }
             | Self::Unprocessable { code, .. }
+            | Self::Unauthenticated { code, .. }
+            | Self::NotAllowed { code, .. }
             | Self::Conflict { code, .. } => code,
             Self::Unauthorized(_) => "unauthorized",
+            Self::MultipleCredentials => "multiple_credentials",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::RateLimited { .. } => "rate_limited",
@@ -143,9 +159,11 @@ pub fn problem_response(problem: &Problem) -> Response {
         "type": problem.kind,
         "title": problem.title,
         "status": problem.status,
-        "detail": problem.detail,
         "code": problem.code,
     });
+    if let Some(detail) = &problem.detail {
+        body["detail"] = serde_json::Value::from(detail.as_str());
+    }
     if let Some(id) = &problem.request_id {
         body["request_id"] = serde_json::Value::from(id.as_str());
     }
@@ -173,7 +191,7 @@ impl poem::error::ResponseError for ApiError {
                     HeaderValue::from(retry_after_secs.max(&1).to_owned()),
                 );
             }
-            Self::Unauthorized(_) => {
+            Self::Unauthorized(_) | Self::Unauthenticated { .. } | Self::MultipleCredentials => {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -207,6 +225,13 @@ pub fn render_any_error(err: poem::Error) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", Some(err.to_string())),
         StatusCode::NOT_FOUND => ("not_found", Some("no such resource".into())),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", None),
+        // What the spec refuses, refused before any handler ran.
+        StatusCode::BAD_REQUEST if err.is::<ParseParamError>() || err.is::<ParsePathError>() => {
+            ("invalid_parameter", Some(err.to_string()))
+        }
+        StatusCode::BAD_REQUEST if err.is::<ParseRequestPayloadError>() => {
+            ("invalid_body", Some(err.to_string()))
+        }
         StatusCode::UNAUTHORIZED => (
             "unauthorized",
             Some("a valid credential is required".into()),
@@ -276,8 +301,10 @@ impl From<StoreError> for ApiError {
 impl From<Conflict> for ApiError {
     fn from(conflict: Conflict) -> Self {
         match conflict {
+            // A well-formed name that names no role: the request is fine,
+            // the roles that exist now are not what it expects.
             Conflict::UnknownRole(role) => {
-                Self::unprocessable("unknown_role", format!("there is no role `{role}`"))
+                Self::conflict("unknown_role", format!("there is no role `{role}`"))
             }
             Conflict::LastAdmin => Self::conflict(
                 "last_admin",
@@ -305,14 +332,16 @@ impl From<AuthError> for ApiError {
         match err {
             AuthError::Store(store) => store.into(),
             AuthError::RateLimited { retry_after_secs } => Self::RateLimited { retry_after_secs },
-            AuthError::RedirectNotAllowed => Self::bad_request(
-                "redirect_not_allowed",
-                "redirect_to must be an http(s) URL on one of the configured allowed origins",
-            ),
-            AuthError::InvalidLink => Self::bad_request(
-                "invalid_link",
-                "this sign-in link or code is invalid, expired or already used; request a new one",
-            ),
+            AuthError::RedirectNotAllowed => Self::NotAllowed {
+                code: "redirect_not_allowed",
+                detail: "redirect_to must be an http(s) URL on one of the configured allowed origins"
+                    .into(),
+            },
+            AuthError::InvalidLink => Self::Unauthenticated {
+                code: "invalid_link",
+                detail: "this sign-in link or code is invalid, expired or already used; request a new one"
+                    .into(),
+            },
             AuthError::InvalidRefreshToken => {
                 Self::Unauthorized("the refresh token is invalid, expired or revoked".into())
             }
@@ -342,6 +371,12 @@ impl From<crate::import::ImportError> for ApiError {
             err @ (ImportError::Read(_) | ImportError::Malformed { .. }) => {
                 Self::bad_request("invalid_csv", format!("{err}; nothing was imported"))
             }
+            err @ ImportError::MalformedJson { .. } => {
+                Self::bad_request("invalid_json", format!("{err}; nothing was imported"))
+            }
+            err @ ImportError::InvalidBatchId => {
+                Self::unprocessable("invalid_batch_id", err.to_string())
+            }
             ImportError::Interrupted => Self::Internal("import interrupted".into()),
         }
     }
@@ -366,9 +401,7 @@ impl From<crate::admin::AdminError> for ApiError {
             AdminError::Auth(auth) => auth.into(),
             AdminError::NotFound(what) => Self::NotFound(format!("no such {what}")),
             err @ AdminError::SelfAction(_) => Self::conflict("self_action", err.to_string()),
-            err @ AdminError::RoleNotHeld(_) => {
-                Self::unprocessable("role_not_held", err.to_string())
-            }
+            err @ AdminError::RoleNotHeld(_) => Self::conflict("role_not_held", err.to_string()),
             err @ AdminError::MailNotFailed(_) => {
                 Self::conflict("mail_not_failed", err.to_string())
             }
@@ -389,7 +422,12 @@ impl From<crate::webhooks::WebhookError> for ApiError {
                     TargetError::Unresolvable(_) => "url_unresolvable",
                     TargetError::Malformed(_) | TargetError::Credentials => "invalid_url",
                 };
-                Self::unprocessable(code, target.to_string())
+                // Where gatehouse will deliver is policy (https, a public
+                // address that resolves), not the URL's syntax: 403.
+                Self::NotAllowed {
+                    code,
+                    detail: target.to_string(),
+                }
             }
             err @ (WebhookError::UnknownEvent(_) | WebhookError::NoEvents) => {
                 Self::unprocessable("invalid_events", err.to_string())

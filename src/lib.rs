@@ -10,6 +10,7 @@ pub mod csv_export;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod housekeeping;
 pub mod import;
 pub mod mail;
 pub mod metrics;

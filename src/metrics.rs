@@ -9,12 +9,14 @@
 //!
 //! One job per file: HTTP requests (`metrics/http.rs`), the sign-in funnel and
 //! API keys (`metrics/auth.rs`), state read at scrape time
-//! (`metrics/state.rs`); mail and webhook delivery are here.
+//! (`metrics/state.rs`), housekeeping (`metrics/housekeeping.rs`); mail and
+//! webhook delivery are here.
 //!
 //! No label carries an address, a token or any other value a client chooses:
 //! every label value is one of a fixed set, or a route template.
 
 mod auth;
+mod housekeeping;
 mod http;
 mod state;
 
@@ -25,6 +27,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use auth::{ApiKeyCheck, AuthMetrics, RateLimit, VerifyFailure};
+pub use housekeeping::HousekeepingMetrics;
 pub use http::{HttpMetrics, UNMATCHED_ROUTE};
 pub use state::{PoolStats, QueueCount, StateGauges};
 
@@ -47,6 +50,7 @@ pub struct Metrics {
     http: HttpMetrics,
     auth: AuthMetrics,
     state: StateGauges,
+    housekeeping: HousekeepingMetrics,
     webhook_delivered: Counter,
     webhook_retried: Counter,
     webhook_failed: Counter,
@@ -70,6 +74,7 @@ impl Metrics {
             http: HttpMetrics::default(),
             auth: AuthMetrics::default(),
             state: StateGauges::default(),
+            housekeeping: HousekeepingMetrics::default(),
             webhook_delivered: Counter::default(),
             webhook_retried: Counter::default(),
             webhook_failed: Counter::default(),
@@ -108,6 +113,7 @@ impl Metrics {
         metrics.http.register(&mut registry);
         metrics.auth.register(&mut registry);
         metrics.state.register(&mut registry);
+        metrics.housekeeping.register(&mut registry);
         registry.register(
             "webhook_delivered",
             "Webhook deliveries a receiver accepted (2xx)",
@@ -167,6 +173,11 @@ impl Metrics {
     /// The sign-in funnel, rate limits and API-key verifications.
     pub fn auth(&self) -> &AuthMetrics {
         &self.auth
+    }
+
+    /// The housekeeping job's rounds.
+    pub fn housekeeping(&self) -> &HousekeepingMetrics {
+        &self.housekeeping
     }
 
     /// The exposition text, with the gauges of shared state set from `queues`

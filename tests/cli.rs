@@ -15,6 +15,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 #[allow(dead_code)]
 mod webhook_receiver;
 
+#[path = "api/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+#[path = "support/smtp_server.rs"]
+mod smtp_server;
+
 fn gatehouse(cwd: &Path) -> Command {
     let mut command = Command::new(BIN);
     command.current_dir(cwd);
@@ -268,8 +275,8 @@ async fn a_webhook_survives_a_sigkill_between_the_change_and_its_delivery() {
         ("GATEHOUSE_PUBLIC_URL", "https://id.example.org"),
         ("GATEHOUSE_WEBHOOKS_ALLOW_INSECURE", "true"),
         ("GATEHOUSE_WEBHOOKS_RETRY_BASE_MS", "2000"),
-        // A short timeout makes a short lease (timeout + 15 s): the killed
-        // process may have held the delivery's lease when it died.
+        // A short attempt. The killed process may have held the delivery's
+        // lease when it died: it comes due within the lease (20 s).
         ("GATEHOUSE_WEBHOOKS_TIMEOUT_SECS", "1"),
     ];
     let mut served = Served::start(cwd.path(), &env);
@@ -339,6 +346,91 @@ async fn a_webhook_survives_a_sigkill_between_the_change_and_its_delivery() {
     assert_eq!(receiver.requests().len(), 1, "delivered once");
     let log = served.terminate().join("\n");
     assert!(log.contains("webhook worker stopped"), "{log}");
+}
+
+/// The story of issue 15: the binary is killed with SIGKILL while a sign-in
+/// mail is leased and in the middle of `DATA` (the mail server hangs); started
+/// again against a working server, it sends the mail within 30 s of the
+/// restart (the lease of a dead process is 20 s), once, and the link works.
+async fn mail_in_flight_at_a_sigkill_is_sent_soon_after_the_restart(database_url: Option<String>) {
+    let cwd = tempfile::tempdir().unwrap();
+    let env = |smtp: std::net::SocketAddr| {
+        let mut env = vec![
+            ("GATEHOUSE_BIND", "127.0.0.1:0".to_owned()),
+            ("GATEHOUSE_BOOTSTRAP_ADMINS", "admin@example.org".to_owned()),
+            ("GATEHOUSE_MAIL_TRANSPORT", "smtp".to_owned()),
+            ("GATEHOUSE_SMTP_URL", format!("smtp://{smtp}")),
+            ("GATEHOUSE_MAIL_FROM", "Club <club@example.org>".to_owned()),
+            // Longer than the test: only the lease can free the held mail.
+            ("GATEHOUSE_MAIL_TIMEOUT_SECS", "600".to_owned()),
+        ];
+        if let Some(url) = &database_url {
+            env.push(("GATEHOUSE_DATABASE_URL", url.clone()));
+        }
+        env
+    };
+    let (hung, hung_addr) = smtp_server::SmtpServer::stalled();
+    let served = Served::start(cwd.path(), &refs(&env(hung_addr)));
+    let client = reqwest::Client::new();
+    let asked = client
+        .post(served.url("/v1/auth/magic-link"))
+        .json(&json!({ "email": "admin@example.org" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    assert!(
+        hung.wait_until(Duration::from_secs(20), |s| s.data_commands() == 1)
+            .await,
+        "the mail never reached DATA"
+    );
+    served.kill();
+
+    let (inbox, inbox_addr) = smtp_server::SmtpServer::start();
+    let restarted = Instant::now();
+    let served = Served::start(cwd.path(), &refs(&env(inbox_addr)));
+    // The story's deadline, with polling: not a measurement.
+    assert!(
+        inbox
+            .wait_until(Duration::from_secs(30), |s| !s.messages().is_empty())
+            .await,
+        "the mail in flight at the crash was not sent within 30 s of the restart"
+    );
+    eprintln!("sent {:?} after the restart", restarted.elapsed());
+
+    let message = inbox.messages().remove(0);
+    let token: String = message
+        .split("/auth/confirm?token=")
+        .nth(1)
+        .expect("a sign-in link")
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "_-".contains(*c))
+        .collect();
+    let verified = client
+        .post(served.url("/v1/auth/verify"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200, "the link still works");
+    served.terminate();
+    assert_eq!(inbox.messages().len(), 1, "sent once after the restart");
+    assert_eq!(hung.data_commands(), 1, "the hung server saw one attempt");
+}
+
+fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn mail_in_flight_at_a_sigkill_is_sent_soon_after_the_restart_on_sqlite() {
+    mail_in_flight_at_a_sigkill_is_sent_soon_after_the_restart(None).await;
+}
+
+#[tokio::test]
+async fn mail_in_flight_at_a_sigkill_is_sent_soon_after_the_restart_on_postgres() {
+    let url = pg::fresh_database_url().await;
+    mail_in_flight_at_a_sigkill_is_sent_soon_after_the_restart(Some(url)).await;
 }
 
 /// `gatehouse signing-keys list|rotate|revoke` on the database a server made.

@@ -7,6 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::TrustedProxies;
+use super::input::{CursorText, LabelText, Opt, RoleText};
 use super::members::{actor, member_id};
 use super::paging;
 use super::views::timestamp;
@@ -14,7 +15,7 @@ use super::{AdminAuth, ApiTags, KeyAuth};
 use crate::admin::AdminService;
 use crate::admin::{IssuedKey, KeyRequest};
 use crate::auth::AuthService;
-use crate::domain::{Role, api_key_prefix};
+use crate::domain::api_key_prefix;
 use crate::error::ApiError;
 use crate::store::{ApiKeyInfo, DynStore};
 
@@ -26,32 +27,41 @@ pub struct ApiKeysApi {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct KeyRequestBody {
     /// What the key is for, e.g. the integration's name.
-    pub name: String,
+    pub name: LabelText,
     /// Days until the key stops working; absent means never.
-    pub expires_in_days: Option<u32>,
-    /// Roles the key may use, a subset of the member's; absent means all the member holds now.
-    pub roles: Option<Vec<String>>,
+    #[oai(validator(minimum(value = "1"), maximum(value = "36500")))]
+    pub expires_in_days: Opt<u32>,
+    /// Roles the key may use, a subset of the member's (409 `role_not_held`
+    /// otherwise); absent means all the member holds now.
+    pub roles: Opt<Vec<RoleText>>,
 }
 
 impl KeyRequestBody {
     pub fn parse(self) -> Result<KeyRequest, ApiError> {
         let roles = self
             .roles
+            .0
             .map(|roles| {
                 roles
                     .iter()
-                    .map(|r| Role::parse(r))
+                    .map(RoleText::role)
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
-        Ok(KeyRequest::new(&self.name, self.expires_in_days, roles)?)
+        let name = self
+            .name
+            .text()
+            .ok_or(crate::admin::KeyRequestError::Name)?;
+        Ok(KeyRequest::new(name, self.expires_in_days.0, roles)?)
     }
 }
 
 /// A new key. `key` is shown this once and cannot be recovered.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct IssuedKeyView {
     pub id: String,
     /// `gh_<public id>_<secret>`: send as `Authorization: ApiKey …` or `X-API-Key: …`.
@@ -77,6 +87,7 @@ impl From<IssuedKey> for IssuedKeyView {
 
 /// A key as listed: never its secret.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ApiKeyView {
     pub id: String,
     pub prefix: String,
@@ -115,12 +126,14 @@ impl From<ApiKeyInfo> for ApiKeyView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ApiKeyPage {
     pub items: Vec<ApiKeyView>,
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct KeyToken {
     /// A JWT limited to the key's roles; it stops working when the key is revoked.
     pub access_token: String,
@@ -171,12 +184,15 @@ impl ApiKeysApi {
         &self,
         _auth: AdminAuth,
         member: Query<Option<String>>,
+        /// Page size (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<CursorText>>,
     ) -> Result<Json<ApiKeyPage>, ApiError> {
         let member = member.as_deref().map(member_id).transpose()?;
         let limit = paging::limit(limit.0)?;
-        let before = paging::decode_cursor(cursor.as_deref())?;
+        let before = paging::decode_cursor(cursor.0.as_ref())?;
         let keys = self
             .store
             .list_api_keys(member.as_ref(), before.as_deref(), limit)

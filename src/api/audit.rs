@@ -3,6 +3,7 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
+use super::input::CursorText;
 use super::paging::{self, CsvResponse};
 use super::views::timestamp;
 use super::{AdminAuth, ApiTags};
@@ -14,6 +15,7 @@ pub struct AuditApi {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditView {
     pub id: String,
     pub at: DateTime<Utc>,
@@ -40,6 +42,7 @@ impl From<AuditRow> for AuditView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditPage {
     pub items: Vec<AuditView>,
     pub next_cursor: Option<String>,
@@ -76,12 +79,15 @@ impl AuditApi {
         target: Query<Option<String>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
+        /// Page size (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<CursorText>>,
     ) -> Result<Json<AuditPage>, ApiError> {
         let mut filter = filter(actor, action, target, since, until);
         filter.limit = paging::limit(limit.0)?;
-        filter.before = paging::decode_cursor(cursor.as_deref())?;
+        filter.before = paging::decode_cursor(cursor.0.as_ref())?;
         let rows = self.store.list_audit(&filter).await?;
         Ok(Json(AuditPage {
             next_cursor: paging::next_cursor(&rows, filter.limit, |r| r.id.as_str()),

@@ -2,12 +2,12 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi, Union};
 
+use super::input::{EmailForm, EmailText, Opt, Strict, Text};
 use super::views::TokenResponse;
 use super::{ApiTags, BearerAuth, TrustedProxies};
 use crate::auth::{AuthService, LinkRequest, RequestHandle, RequestStatus};
-use crate::domain::Email;
 use crate::error::ApiError;
 
 pub struct AuthApi {
@@ -18,15 +18,18 @@ pub struct AuthApi {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MagicLinkRequest {
     /// The address to mail a sign-in link to.
-    pub email: String,
+    pub email: EmailText,
     /// Where the browser goes after signing in, with the tokens in the URL
-    /// fragment. Must be on an origin listed in `GATEHOUSE_ALLOWED_REDIRECTS`.
-    pub redirect_to: Option<String>,
+    /// fragment. Must be on an origin listed in `GATEHOUSE_ALLOWED_REDIRECTS`
+    /// (or gatehouse's own): 403 `redirect_not_allowed` otherwise.
+    pub redirect_to: Opt<Text>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Accepted {
     /// Always `accepted`: the answer is the same whether or not the address may sign in.
     pub status: String,
@@ -39,6 +42,7 @@ pub struct Accepted {
 
 /// A link request's handle. `secret` proves the asker; keep it like a password.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RequestHandleView {
     pub id: String,
     pub secret: String,
@@ -59,13 +63,15 @@ impl From<RequestHandle> for RequestHandleView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StatusRequest {
-    pub id: String,
-    pub secret: String,
+    pub id: Text,
+    pub secret: Text,
 }
 
 /// Where a link request stands.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RequestStatusView {
     /// `pending`, `signed_in` (the tokens are here, this once), `completed_elsewhere`
     /// (the link was used on another device), `refused` (a wrong number was
@@ -100,25 +106,42 @@ enum LinkRequested {
     Accepted(Json<Accepted>),
 }
 
-/// Either `token` (from the link) or `email` with `code` (from the mail).
+/// Either `token` (from the link) or `email` with `code` (from the mail):
+/// a body that is both, or neither, is refused (400).
+#[derive(Debug, Union)]
+#[oai(one_of)]
+pub enum VerifyRequest {
+    Token(LinkToken),
+    Code(MailedCode),
+}
+
+/// The token of a sign-in link.
 #[derive(Debug, Object)]
-pub struct VerifyRequest {
-    pub token: Option<String>,
-    pub email: Option<String>,
-    pub code: Option<String>,
+pub struct LinkToken {
+    pub token: Text,
+}
+
+/// An address and the code mailed to it.
+#[derive(Debug, Object)]
+pub struct MailedCode {
+    pub email: Strict<EmailForm>,
+    pub code: Text,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RefreshRequest {
-    pub refresh_token: String,
+    pub refresh_token: Text,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EligibilityRequest {
-    pub email: String,
+    pub email: EmailText,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Eligibility {
     pub eligible: bool,
 }
@@ -143,10 +166,10 @@ impl AuthApi {
         body: Json<MagicLinkRequest>,
         req: &Request,
     ) -> Result<LinkRequested, ApiError> {
-        let email = Email::parse(&body.email)?;
+        let email = body.email.email()?;
         let request = LinkRequest {
             email,
-            redirect_to: body.redirect_to.as_deref(),
+            redirect_to: body.redirect_to.0.as_deref(),
             client: self.proxies.client(req),
         };
         let handle = self.auth.sign_in().request_link(request).await?;
@@ -188,20 +211,19 @@ impl AuthApi {
         req: &Request,
     ) -> Result<Json<TokenResponse>, ApiError> {
         let client = self.proxies.client(req);
-        let grant = match (&body.token, &body.email, &body.code) {
-            (Some(token), None, None) => self.auth.sign_in().redeem_token(token, &client).await?,
-            (None, Some(email), Some(code)) => {
-                let email = Email::parse(email)?;
+        let grant = match &body.0 {
+            VerifyRequest::Token(link) => {
                 self.auth
                     .sign_in()
-                    .redeem_code(&email, code, &client)
+                    .redeem_token(&link.token, &client)
                     .await?
             }
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_verify_request",
-                    "send either `token`, or `email` and `code`",
-                ));
+            VerifyRequest::Code(mailed) => {
+                let email = mailed.email.0.email()?;
+                self.auth
+                    .sign_in()
+                    .redeem_code(&email, &mailed.code, &client)
+                    .await?
             }
         };
         Ok(Json(TokenResponse::from(&grant)))
@@ -240,7 +262,7 @@ impl AuthApi {
                 "the eligibility check is not enabled".into(),
             ));
         }
-        let email = Email::parse(&body.email)?;
+        let email = body.email.email()?;
         let ip = self.proxies.client_ip(req);
         let eligible = self.auth.sign_in().check_eligibility(&email, ip).await?;
         Ok(Json(Eligibility { eligible }))

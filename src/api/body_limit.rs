@@ -1,5 +1,6 @@
 //! Request body limits. The API as a whole takes small JSON bodies
-//! (`max_body_bytes`); the roster import streams files up to `max_import_bytes`.
+//! (`max_body_bytes`); the roster import and the bulk JSON route stream
+//! rosters up to `max_import_bytes`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +11,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 /// The path whose body is a roster file, with its own, larger limit.
 pub const IMPORT_PATH: &str = "/v1/admin/eligible-emails/import";
+
+/// The bulk JSON route: a roster too, read as it streams in, with the same limit.
+pub const BULK_PATH: &str = "/v1/admin/eligible-emails/bulk";
 
 /// Bodies over the limit but at most this large are read (and dropped) before
 /// the 413 is sent; larger ones are refused at once.
@@ -31,7 +35,7 @@ pub async fn limit_body<E: Endpoint>(
     limits: (usize, usize),
 ) -> poem::Result<Response> {
     let path = req.uri().path();
-    let limit = if path == IMPORT_PATH || path == crate::web::UPLOAD_PATH {
+    let limit = if [IMPORT_PATH, BULK_PATH, crate::web::UPLOAD_PATH].contains(&path) {
         limits.1
     } else {
         limits.0

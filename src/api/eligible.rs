@@ -1,11 +1,14 @@
-use poem::Request;
-use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem::{Body, Request, RequestBody};
+use poem_openapi::payload::{Json, ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::{ApiRequest, Object, OpenApi};
+use tokio_util::io::SyncIoBridge;
 
+use super::input::BatchIdText;
 use super::{AdminAuth, ApiTags, TrustedProxies};
 use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::import::{ImportContext, ImportReport, RawRow, import_rows};
+use crate::import::{ImportContext, ImportReport, import_json};
 use crate::store::DynStore;
 
 pub struct EligibleApi {
@@ -14,22 +17,17 @@ pub struct EligibleApi {
     pub proxies: TrustedProxies,
 }
 
-#[derive(Debug, Object)]
-pub struct EligibleEmailRequest {
-    pub email: String,
-    /// Roles the member gets on first sign-in, besides `member`.
-    #[oai(default)]
-    pub roles: Vec<String>,
-}
-
+/// A roster as JSON: the addresses to allow, in one transaction.
+// The body's shape, for the spec; [`BulkStream`] reads it as it arrives.
 #[derive(Debug, Object)]
 pub struct BulkRequest {
     pub emails: Vec<String>,
-    /// Groups the upload so it can be listed and withdrawn; generated when absent.
-    pub batch_id: Option<String>,
+    /// Groups the upload so it can be listed and withdrawn; generated when absent or empty.
+    pub batch_id: Option<BatchIdText>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct InvalidRowView {
     /// 1-based position in the upload.
     pub line: u64,
@@ -39,6 +37,7 @@ pub struct InvalidRowView {
 
 /// What an upload did, row by row.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ImportReportView {
     pub batch_id: String,
     pub rows: u64,
@@ -79,97 +78,72 @@ impl From<ImportReport> for ImportReportView {
     }
 }
 
-#[derive(ApiResponse)]
-enum Upserted {
-    /// The address was added.
-    #[oai(status = 201)]
-    Created(Json<ImportReportView>),
-    /// The address was already on the allowlist (its roles may have been updated).
-    #[oai(status = 200)]
-    Ok(Json<ImportReportView>),
-}
-
-/// A batch id: 1 to 64 characters of letters, digits, `-`, `_` and `.`.
-pub(crate) fn batch_id(given: Option<&str>) -> Result<String, ApiError> {
-    match given.map(str::trim) {
-        None | Some("") => Ok(crate::import::new_batch_id()),
-        Some(id)
-            if id.len() <= 64
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-        {
-            Ok(id.to_owned())
-        }
-        Some(_) => Err(ApiError::unprocessable(
-            "invalid_batch_id",
-            "batch_id is 1 to 64 of A-Z a-z 0-9 - _ .",
-        )),
-    }
-}
-
 #[OpenApi(tag = "ApiTags::EligibleEmails")]
 impl EligibleApi {
-    /// Adds one address to the allowlist, optionally with pre-assigned roles. Idempotent.
-    #[oai(path = "/v1/admin/eligible-emails", method = "post")]
-    async fn add_one(
-        &self,
-        auth: AdminAuth,
-        body: Json<EligibleEmailRequest>,
-        req: &Request,
-    ) -> Result<Upserted, ApiError> {
-        let admin = &auth.0;
-        let row = RawRow::new(
-            1,
-            body.email.clone(),
-            (!body.roles.is_empty()).then(|| body.roles.join(";")),
-        );
-        let context = ImportContext {
-            batch_id: batch_id(None)?,
-            source: "api",
-            actor: Some(admin.actor()),
-            ip: self.proxies.client_ip(req).map(|ip| ip.to_string()),
-            dry_run: false,
-            now: self.clock.now(),
-        };
-        let report = import_rows(&self.store, vec![row], context).await?;
-        if let Some(invalid) = report.invalid.first() {
-            return Err(ApiError::unprocessable(
-                "invalid_row",
-                invalid.reason.clone(),
-            ));
-        }
-        Ok(if report.added > 0 {
-            Upserted::Created(Json(report.into()))
-        } else {
-            Upserted::Ok(Json(report.into()))
-        })
-    }
-
     /// Adds many addresses in one transaction and reports on every row. Idempotent.
+    ///
+    /// The body is read as it arrives, up to the import size limit
+    /// (`max_import_bytes`), so 100,000 addresses go in one call. A body that
+    /// breaks off or turns malformed part-way writes nothing and is answered
+    /// with a problem naming the address and line/column where it broke.
     #[oai(path = "/v1/admin/eligible-emails/bulk", method = "post")]
     async fn bulk(
         &self,
         auth: AdminAuth,
-        body: Json<BulkRequest>,
+        body: BulkBody,
         req: &Request,
     ) -> Result<Json<ImportReportView>, ApiError> {
         let admin = &auth.0;
         let context = ImportContext {
-            batch_id: batch_id(body.batch_id.as_deref())?,
+            // The body's own `batch_id`, if it has one, replaces it.
+            batch_id: crate::import::new_batch_id(),
             source: "json",
             actor: Some(admin.actor()),
             ip: self.proxies.client_ip(req).map(|ip| ip.to_string()),
             dry_run: false,
             now: self.clock.now(),
         };
-        let rows = body
-            .0
-            .emails
-            .into_iter()
-            .enumerate()
-            .map(|(i, email)| RawRow::new(i as u64 + 1, email, None))
-            .collect();
-        Ok(Json(import_rows(&self.store, rows, context).await?.into()))
+        let BulkBody::Json(BulkStream(body)) = body;
+        let reader = SyncIoBridge::new(body.into_async_read());
+        Ok(Json(
+            import_json(&self.store, reader, context).await?.into(),
+        ))
+    }
+}
+
+/// Up to the import limit (`max_import_bytes`, 256 MiB by default), read as it arrives.
+#[derive(ApiRequest)]
+pub enum BulkBody {
+    /// The addresses, and optionally the batch they form.
+    Json(BulkStream),
+}
+
+/// A [`BulkRequest`] as a stream: the spec describes the JSON object, and the
+/// handler parses it as it arrives instead of buffering the whole body.
+pub struct BulkStream(Body);
+
+impl Payload for BulkStream {
+    const CONTENT_TYPE: &'static str = <Json<BulkRequest> as Payload>::CONTENT_TYPE;
+
+    fn check_content_type(content_type: &str) -> bool {
+        <Json<BulkRequest> as Payload>::check_content_type(content_type)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        <Json<BulkRequest> as Payload>::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        <Json<BulkRequest> as Payload>::register(registry);
+    }
+}
+
+impl ParsePayload for BulkStream {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(Self(
+            <Body as poem::FromRequest>::from_request(request, body).await?,
+        ))
     }
 }

@@ -10,6 +10,7 @@ pub struct HealthApi {
 }
 
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct HealthStatus {
     /// `ok`
     pub status: String,

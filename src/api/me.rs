@@ -19,6 +19,7 @@ pub struct MeApi {
 
 /// One of the caller's sessions.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SessionView {
     pub id: String,
     /// The browser or client it was opened on, e.g. `Firefox on Android`.
@@ -32,11 +33,13 @@ pub struct SessionView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SessionList {
     pub items: Vec<SessionView>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SessionsEnded {
     pub ended: u64,
 }

@@ -4,15 +4,16 @@ use chrono::{DateTime, Utc};
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::api_keys::{IssuedKeyView, KeyRequestBody};
+use super::input::{CursorText, EmailText, Opt, RoleText};
 use super::paging::{self, CsvResponse};
 use super::views::MemberView;
 use super::{AdminAuth, ApiTags, TrustedProxies};
 use crate::admin::{Actor, AdminService, Onboarding};
 use crate::clock::Clock;
-use crate::domain::{Email, MemberId, MemberStatus, Role};
+use crate::domain::{MemberId, MemberStatus};
 use crate::error::ApiError;
 use crate::store::{DynStore, MemberFilter, RoleGrant};
 
@@ -24,6 +25,7 @@ pub struct MembersApi {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MemberPage {
     pub items: Vec<MemberView>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -31,35 +33,57 @@ pub struct MemberPage {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StatusChange {
-    /// `active` or `suspended`. Suspending ends every session and stops the member's API keys at once.
-    pub status: String,
+    /// Suspending ends every session and stops the member's API keys at once.
+    pub status: NewStatus,
+}
+
+/// What an admin may set a member's status to (DELETE the member to delete them).
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum NewStatus {
+    Active,
+    Suspended,
+}
+
+/// A member status to filter by.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Active,
+    Suspended,
+    Deleted,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RoleSet {
     /// The member's roles from now on; grants that stay keep their expiry.
-    pub roles: Vec<String>,
+    pub roles: Vec<RoleText>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RoleGrantBody {
-    pub role: String,
+    pub role: RoleText,
     /// When the grant ends (e.g. a yearly sustainer); absent means never.
-    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Opt<DateTime<Utc>>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OnboardRequest {
-    pub email: String,
+    pub email: EmailText,
     /// Roles besides `member`, which every member has.
     #[oai(default)]
-    pub roles: Vec<String>,
+    pub roles: Vec<RoleText>,
     /// Also issue an API key for the new member, returned once.
-    pub api_key: Option<KeyRequestBody>,
+    pub api_key: Opt<KeyRequestBody>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Onboarded {
     pub member: MemberView,
     /// The key, shown this once.
@@ -67,6 +91,7 @@ pub struct Onboarded {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SessionsRevoked {
     pub revoked: u64,
 }
@@ -92,43 +117,18 @@ pub(crate) fn actor(auth: &AdminAuth, proxies: &TrustedProxies, req: &Request) -
     Actor::new(&auth.0, proxies.client_ip(req))
 }
 
-fn roles(raw: &[String]) -> Result<Vec<Role>, ApiError> {
-    let mut roles = raw
-        .iter()
-        .map(|r| Role::parse(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    roles.sort();
-    roles.dedup();
-    Ok(roles)
-}
-
-fn status(raw: &str) -> Result<MemberStatus, ApiError> {
-    match MemberStatus::parse(raw.trim()) {
-        Some(status @ (MemberStatus::Active | MemberStatus::Suspended)) => Ok(status),
-        _ => Err(ApiError::unprocessable(
-            "invalid_status",
-            "status is `active` or `suspended` (DELETE the member to delete them)",
-        )),
-    }
-}
-
 fn filter(
-    role: Option<&str>,
-    status: Option<&str>,
+    role: Option<&RoleText>,
+    status: Option<StatusFilter>,
     q: Option<&str>,
 ) -> Result<MemberFilter, ApiError> {
     Ok(MemberFilter {
-        role: role.map(Role::parse).transpose()?,
-        status: status
-            .map(|s| {
-                MemberStatus::parse(s).ok_or_else(|| {
-                    ApiError::unprocessable(
-                        "invalid_status",
-                        "status is active, suspended or deleted",
-                    )
-                })
-            })
-            .transpose()?,
+        role: role.map(RoleText::role).transpose()?,
+        status: status.map(|s| match s {
+            StatusFilter::Active => MemberStatus::Active,
+            StatusFilter::Suspended => MemberStatus::Suspended,
+            StatusFilter::Deleted => MemberStatus::Deleted,
+        }),
         q: q.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty()),
         after: None,
         limit: 0,
@@ -143,15 +143,18 @@ impl MembersApi {
     async fn list(
         &self,
         _auth: AdminAuth,
-        role: Query<Option<String>>,
-        status: Query<Option<String>>,
+        role: Query<Option<RoleText>>,
+        status: Query<Option<StatusFilter>>,
         q: Query<Option<String>>,
+        /// Page size (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<CursorText>>,
     ) -> Result<Json<MemberPage>, ApiError> {
-        let mut filter = filter(role.as_deref(), status.as_deref(), q.as_deref())?;
+        let mut filter = filter(role.0.as_ref(), status.0, q.as_deref())?;
         filter.limit = paging::limit(limit.0)?;
-        filter.after = paging::decode_cursor(cursor.as_deref())?;
+        filter.after = paging::decode_cursor(cursor.0.as_ref())?;
         let members = self.store.list_members(&filter, self.clock.now()).await?;
         Ok(Json(MemberPage {
             next_cursor: paging::next_cursor(&members, filter.limit, |m| m.id.as_str()),
@@ -164,11 +167,11 @@ impl MembersApi {
     async fn export(
         &self,
         _auth: AdminAuth,
-        role: Query<Option<String>>,
-        status: Query<Option<String>>,
+        role: Query<Option<RoleText>>,
+        status: Query<Option<StatusFilter>>,
         q: Query<Option<String>>,
     ) -> Result<CsvResponse, ApiError> {
-        let base = filter(role.as_deref(), status.as_deref(), q.as_deref())?;
+        let base = filter(role.0.as_ref(), status.0, q.as_deref())?;
         let (store, clock) = (self.store.clone(), self.clock.clone());
         let header = [
             "id",
@@ -218,9 +221,9 @@ impl MembersApi {
         req: &Request,
     ) -> Result<Created, ApiError> {
         let onboarding = Onboarding {
-            email: Email::parse(&body.email)?,
-            roles: roles(&body.roles)?,
-            api_key: body.0.api_key.map(|k| k.parse()).transpose()?,
+            email: body.email.email()?,
+            roles: RoleText::roles(&body.roles)?,
+            api_key: body.0.api_key.0.map(|k| k.parse()).transpose()?,
         };
         let actor = actor(&auth, &self.proxies, req);
         let (member, key) = self.admin.onboard(&actor, onboarding).await?;
@@ -249,7 +252,11 @@ impl MembersApi {
         body: Json<StatusChange>,
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
-        let (id, status) = (member_id(&id)?, status(&body.status)?);
+        let id = member_id(&id)?;
+        let status = match body.status {
+            NewStatus::Active => MemberStatus::Active,
+            NewStatus::Suspended => MemberStatus::Suspended,
+        };
         let member = self
             .admin
             .set_status(&actor(&auth, &self.proxies, req), &id, status)
@@ -281,7 +288,7 @@ impl MembersApi {
         body: Json<RoleSet>,
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
-        let (id, roles) = (member_id(&id)?, roles(&body.roles)?);
+        let (id, roles) = (member_id(&id)?, RoleText::roles(&body.roles)?);
         let member = self
             .admin
             .set_roles(&actor(&auth, &self.proxies, req), &id, &roles)
@@ -300,8 +307,8 @@ impl MembersApi {
     ) -> Result<Json<MemberView>, ApiError> {
         let id = member_id(&id)?;
         let grant = RoleGrant {
-            role: Role::parse(&body.role)?,
-            expires_at: body.expires_at.map(|t| t.timestamp()),
+            role: body.role.role()?,
+            expires_at: body.expires_at.0.map(|t| t.timestamp()),
         };
         let member = self
             .admin
@@ -316,10 +323,10 @@ impl MembersApi {
         &self,
         auth: AdminAuth,
         id: Path<String>,
-        role: Path<String>,
+        role: Path<RoleText>,
         req: &Request,
     ) -> Result<Json<MemberView>, ApiError> {
-        let (id, role) = (member_id(&id)?, Role::parse(&role)?);
+        let (id, role) = (member_id(&id)?, role.role()?);
         let member = self
             .admin
             .revoke_role(&actor(&auth, &self.proxies, req), &id, &role)

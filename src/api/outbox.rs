@@ -10,8 +10,9 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
+use super::input::UuidCursorText;
 use super::views::timestamp;
-use super::{ApiTags, BearerAuth, TrustedProxies};
+use super::{AdminAuth, ApiTags, TrustedProxies};
 use crate::admin::{Actor, AdminService};
 use crate::clock::Clock;
 use crate::error::ApiError;
@@ -63,6 +64,7 @@ impl From<MailStatus> for OutboxStatus {
 
 /// One mail, without its body.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OutboxMailView {
     pub id: String,
     /// The template it was made from, e.g. `sign_in`.
@@ -103,6 +105,7 @@ impl From<OutboxEntry> for OutboxMailView {
 
 /// How many mails are in each state, over the whole outbox.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OutboxCountsView {
     pub queued: i64,
     pub sent: i64,
@@ -122,6 +125,7 @@ impl From<OutboxCounts> for OutboxCountsView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OutboxPage {
     /// Newest first.
     pub items: Vec<OutboxMailView>,
@@ -136,25 +140,25 @@ impl OutboxApi {
     #[oai(path = "/v1/admin/outbox", method = "get")]
     async fn list(
         &self,
-        auth: BearerAuth,
+        _auth: AdminAuth,
         /// Only mails in this state.
         status: Query<Option<OutboxStatus>>,
         /// Page size, 1 to 500 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<UuidCursorText>>,
     ) -> Result<Json<OutboxPage>, ApiError> {
-        auth.admin()?;
-        let cursor = cursor.0.as_deref().map(str::trim).filter(|c| !c.is_empty());
-        if let Some(cursor) = cursor
-            && uuid::Uuid::parse_str(cursor).is_err()
-        {
-            return Err(ApiError::bad_request(
-                "invalid_cursor",
-                "cursor must be a next_cursor from a previous page",
-            ));
+        let cursor = match cursor.0.as_ref() {
+            None => None,
+            Some(cursor) => Some(cursor.text().ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "cursor must be a next_cursor from a previous page",
+                )
+            })?),
         }
+        .filter(|c| !c.is_empty());
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let entries = self
             .store
@@ -180,12 +184,11 @@ impl OutboxApi {
     #[oai(path = "/v1/admin/outbox/:id/retry", method = "post")]
     async fn retry(
         &self,
-        auth: BearerAuth,
+        auth: AdminAuth,
         id: Path<String>,
         req: &Request,
     ) -> Result<Json<OutboxMailView>, ApiError> {
-        let admin = auth.admin()?;
-        let actor = Actor::new(admin, self.proxies.client_ip(req));
+        let actor = Actor::new(&auth.0, self.proxies.client_ip(req));
         let entry = self.admin.retry_mail(&actor, &id).await?;
         Ok(Json(entry.into()))
     }

@@ -11,6 +11,8 @@ use super::{AdminAuth, ApiTags};
 use crate::admin::AdminService;
 use crate::clock::Clock;
 use crate::domain::Role;
+
+use super::input::{RoleText, Text};
 use crate::error::ApiError;
 use crate::store::DynStore;
 
@@ -22,6 +24,7 @@ pub struct RolesApi {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RoleView {
     pub name: String,
     pub description: String,
@@ -32,11 +35,11 @@ pub struct RoleView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NewRole {
-    /// 1 to 64 of a-z, 0-9, `-`, `_`.
-    pub name: String,
+    pub name: RoleText,
     #[oai(default)]
-    pub description: String,
+    pub description: Text,
 }
 
 #[derive(ApiResponse)]
@@ -78,7 +81,7 @@ impl RolesApi {
         body: Json<NewRole>,
         req: &Request,
     ) -> Result<RoleCreated, ApiError> {
-        let role = Role::parse(&body.name)?;
+        let role = body.name.role()?;
         let description = body.description.trim();
         self.admin
             .create_role(&actor(&auth, &self.proxies, req), &role, description)

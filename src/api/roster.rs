@@ -6,22 +6,22 @@ use chrono::{DateTime, Utc};
 use poem::{Body, Request, RequestBody};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, ParsePayload, Payload};
-use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi};
 use tokio_util::io::SyncIoBridge;
 
 use super::TrustedProxies;
-use super::eligible::{ImportReportView, batch_id};
+use super::eligible::ImportReportView;
+use super::input::{BatchIdText, CursorText, EmailText, RoleText};
 use super::members::actor;
 use super::paging::{self, CsvResponse};
 use super::views::timestamp;
 use super::{AdminAuth, ApiTags};
 use crate::admin::AdminService;
 use crate::clock::Clock;
-use crate::domain::Email;
 use crate::error::ApiError;
-use crate::import::{ImportContext, import_csv};
+use crate::import::{ImportContext, RawRow, import_csv, import_rows};
 use crate::store::{DynStore, EligibleFilter, EligibleRow};
 
 pub struct RosterApi {
@@ -63,9 +63,47 @@ impl ParsePayload for CsvBody {
 }
 
 #[derive(Debug, Multipart)]
+#[oai(deny_unknown_fields)]
 pub struct RosterUpload {
     /// The CSV file.
     pub file: Upload,
+}
+
+/// [`RosterUpload`] as the body, whose schema says what its parser does:
+/// the `file` field and no other (`maxProperties: 1`). An extra field is
+/// refused; one whose name is not a valid header could not even be read.
+pub struct RosterForm(RosterUpload);
+
+impl Payload for RosterForm {
+    const CONTENT_TYPE: &'static str = <RosterUpload as Payload>::CONTENT_TYPE;
+
+    fn check_content_type(content_type: &str) -> bool {
+        <RosterUpload as Payload>::check_content_type(content_type)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        match <RosterUpload as Payload>::schema_ref() {
+            MetaSchemaRef::Inline(schema) => MetaSchemaRef::Inline(Box::new(MetaSchema {
+                max_properties: Some(1),
+                ..*schema
+            })),
+            reference => reference,
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        <RosterUpload as Payload>::register(registry);
+    }
+}
+
+impl ParsePayload for RosterForm {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(Self(
+            <RosterUpload as ParsePayload>::from_request(request, body).await?,
+        ))
+    }
 }
 
 #[derive(ApiRequest)]
@@ -73,10 +111,30 @@ pub enum RosterBody {
     /// The CSV file as the body.
     Csv(CsvBody),
     /// A form upload with the CSV in the field `file`.
-    Multipart(RosterUpload),
+    Multipart(RosterForm),
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct EligibleEmailRequest {
+    pub email: EmailText,
+    /// Roles the member gets on first sign-in, besides `member`; each must exist (409 `unknown_role`).
+    #[oai(default)]
+    pub roles: Vec<RoleText>,
+}
+
+#[derive(ApiResponse)]
+enum Upserted {
+    /// The address was added.
+    #[oai(status = 201)]
+    Created(Json<ImportReportView>),
+    /// The address was already on the allowlist (its roles may have been updated).
+    #[oai(status = 200)]
+    Ok(Json<ImportReportView>),
+}
+
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EligibleView {
     pub email: String,
     pub batch_id: Option<String>,
@@ -107,12 +165,14 @@ impl From<EligibleRow> for EligibleView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EligiblePage {
     pub items: Vec<EligibleView>,
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct BatchView {
     pub id: String,
     /// `csv`, `json`, `api`, `cli` or `bootstrap`.
@@ -132,12 +192,14 @@ pub struct BatchView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct BatchPage {
     pub items: Vec<BatchView>,
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Withdrawn {
     /// Unclaimed entries removed; claimed ones (members already) stay.
     pub removed: u64,
@@ -147,6 +209,14 @@ pub struct Withdrawn {
 enum Removed {
     #[oai(status = 204)]
     NoContent,
+}
+
+/// The batch id, if it has the stated form (422 `invalid_batch_id`, as the
+/// import's own rule answers, otherwise).
+fn checked_batch_id(id: &BatchIdText) -> Result<&str, ApiError> {
+    Ok(id
+        .text()
+        .ok_or(crate::import::ImportError::InvalidBatchId)?)
 }
 
 fn eligible_filter(
@@ -165,6 +235,43 @@ fn eligible_filter(
 
 #[OpenApi(tag = "ApiTags::EligibleEmails")]
 impl RosterApi {
+    /// Adds one address to the allowlist, optionally with pre-assigned roles. Idempotent.
+    #[oai(path = "/v1/admin/eligible-emails", method = "post")]
+    async fn add_one(
+        &self,
+        auth: AdminAuth,
+        body: Json<EligibleEmailRequest>,
+        req: &Request,
+    ) -> Result<Upserted, ApiError> {
+        let admin = &auth.0;
+        let email = body.email.email()?;
+        let roles = RoleText::roles(&body.roles)?;
+        let row = RawRow::new(
+            1,
+            email.to_string(),
+            (!roles.is_empty()).then(|| crate::domain::Role::join(&roles)),
+        );
+        let context = ImportContext {
+            batch_id: crate::import::new_batch_id(),
+            source: "api",
+            actor: Some(admin.actor()),
+            ip: self.proxies.client_ip(req).map(|ip| ip.to_string()),
+            dry_run: false,
+            now: self.clock.now(),
+        };
+        let report = import_rows(&self.store, vec![row], context).await?;
+        // The address and role names have their form, so only a role that
+        // does not exist is left to refuse.
+        if let Some(invalid) = report.invalid.first() {
+            return Err(ApiError::conflict("unknown_role", invalid.reason.clone()));
+        }
+        Ok(if report.added > 0 {
+            Upserted::Created(Json(report.into()))
+        } else {
+            Upserted::Ok(Json(report.into()))
+        })
+    }
+
     /// Imports a roster CSV in one transaction and reports on every row.
     ///
     /// Accepts a UTF-8 BOM, CRLF or LF, quotes, blank lines and `,` or `;`
@@ -176,13 +283,16 @@ impl RosterApi {
         &self,
         auth: AdminAuth,
         body: RosterBody,
-        batch_id: Query<Option<String>>,
+        /// Groups the upload; generated when absent or empty.
+        batch_id: Query<Option<BatchIdText>>,
         dry_run: Query<Option<bool>>,
         req: &Request,
     ) -> Result<Json<ImportReportView>, ApiError> {
         let actor = actor(&auth, &self.proxies, req);
         let context = ImportContext {
-            batch_id: self::batch_id(batch_id.as_deref())?,
+            batch_id: crate::import::batch_id(
+                batch_id.0.as_ref().map(checked_batch_id).transpose()?,
+            )?,
             source: "csv",
             actor: Some(actor.id),
             ip: actor.ip,
@@ -194,7 +304,7 @@ impl RosterApi {
                 let reader = SyncIoBridge::new(body.into_async_read());
                 import_csv(&self.store, reader, context).await?
             }
-            RosterBody::Multipart(upload) => {
+            RosterBody::Multipart(RosterForm(upload)) => {
                 let file = upload.file.into_file().into_std().await;
                 import_csv(&self.store, file, context).await?
             }
@@ -211,12 +321,15 @@ impl RosterApi {
         batch_id: Query<Option<String>>,
         q: Query<Option<String>>,
         claimed: Query<Option<bool>>,
+        /// Page size (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<CursorText>>,
     ) -> Result<Json<EligiblePage>, ApiError> {
         let mut filter = eligible_filter(batch_id.0, q.0, claimed.0);
         filter.limit = paging::limit(limit.0)?;
-        filter.after = paging::decode_cursor(cursor.as_deref())?;
+        filter.after = paging::decode_cursor(cursor.0.as_ref())?;
         let rows = self.store.list_eligible(&filter).await?;
         Ok(Json(EligiblePage {
             next_cursor: paging::next_cursor(&rows, filter.limit, |r| r.email.as_str()),
@@ -275,10 +388,10 @@ impl RosterApi {
     async fn remove(
         &self,
         auth: AdminAuth,
-        email: Path<String>,
+        email: Path<EmailText>,
         req: &Request,
     ) -> Result<Removed, ApiError> {
-        let email = Email::parse(&email)?;
+        let email = email.email()?;
         let actor = actor(&auth, &self.proxies, req);
         self.admin.remove_eligible(&actor, &email).await?;
         Ok(Removed::NoContent)
@@ -289,11 +402,14 @@ impl RosterApi {
     async fn batches(
         &self,
         _auth: AdminAuth,
+        /// Page size (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<CursorText>>,
     ) -> Result<Json<BatchPage>, ApiError> {
         let limit = paging::limit(limit.0)?;
-        let before = paging::decode_cursor(cursor.as_deref())?;
+        let before = paging::decode_cursor(cursor.0.as_ref())?;
         let rows = self.store.list_batches(before.as_deref(), limit).await?;
         Ok(Json(BatchPage {
             next_cursor: paging::next_cursor(&rows, limit, |b| b.id.as_str()),

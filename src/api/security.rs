@@ -3,7 +3,9 @@
 //! Members send an access token (`Authorization: Bearer …`); integrations send
 //! an API key (`Authorization: ApiKey gh_…` or `X-API-Key: gh_…`). [`AdminAuth`]
 //! accepts any of the three and requires the `admin` role, so an admin handler
-//! cannot forget the check; [`KeyAuth`] accepts only the two key forms.
+//! cannot forget the check; [`KeyAuth`] accepts only the two key forms. A
+//! request carrying two credentials is refused (401 `multiple_credentials`),
+//! whichever of them is valid.
 
 use std::sync::Arc;
 
@@ -55,6 +57,7 @@ fn data<T: Send + Sync + 'static>(req: &Request) -> Result<&T, ApiError> {
 }
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    one_credential(req)?;
     Ok(data::<Arc<AuthService>>(req)?
         .authenticate(&bearer.token)
         .await
@@ -62,6 +65,7 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
 }
 
 async fn check_key(req: &Request, key: &str) -> poem::Result<Principal> {
+    one_credential(req)?;
     let ip = data::<TrustedProxies>(req)?.client_ip(req);
     Ok(data::<Arc<AuthService>>(req)?
         .api_keys()
@@ -87,12 +91,29 @@ fn split_scheme(value: &str) -> Option<(String, &str)> {
     Some((scheme.to_ascii_lowercase(), rest.trim()))
 }
 
+/// Refuses a request that carries more than one credential (`Authorization`
+/// and `X-API-Key`, or either twice): which one it means is a guess we do not
+/// make, and a wrong credential must never hide behind a right one.
+fn one_credential(req: &Request) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let count = headers
+        .get_all(poem::http::header::AUTHORIZATION)
+        .iter()
+        .count()
+        + headers.get_all("x-api-key").iter().count();
+    if count > 1 {
+        return Err(ApiError::MultipleCredentials);
+    }
+    Ok(())
+}
+
 /// Which credential a request carries, judged from its headers alone.
 async fn principal_from(
     req: &Request,
     body: &mut RequestBody,
     allow_bearer: bool,
 ) -> poem::Result<Principal> {
+    one_credential(req)?;
     let opts = ExtractParamOptions::default;
     if req.headers().contains_key("x-api-key") {
         return Ok(HeaderKeyAuth::from_request(req, body, opts()).await?.0);
@@ -110,64 +131,105 @@ async fn principal_from(
     }
 }
 
+/// The spec's entries for the three schemes: each handler that takes one of
+/// the combined extractors below accepts any of them.
+fn register_all(registry: &mut Registry) {
+    <BearerAuth as ApiExtractor>::register(registry);
+    <AuthorizationKeyAuth as ApiExtractor>::register(registry);
+    <HeaderKeyAuth as ApiExtractor>::register(registry);
+}
+
+fn key_schemes() -> Vec<&'static str> {
+    let mut schemes = <AuthorizationKeyAuth as ApiExtractor>::security_schemes();
+    schemes.extend(<HeaderKeyAuth as ApiExtractor>::security_schemes());
+    schemes
+}
+
+fn all_schemes() -> Vec<&'static str> {
+    let mut schemes = <BearerAuth as ApiExtractor>::security_schemes();
+    schemes.extend(key_schemes());
+    schemes
+}
+
 /// An admin, by access token or API key. Anyone else gets 401 or 403.
 pub struct AdminAuth(pub Principal);
 
-/// Any API key (not an access token).
-pub struct KeyAuth(pub Principal);
+impl<'a> ApiExtractor<'a> for AdminAuth {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_all(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        all_schemes()
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        body: &mut RequestBody,
+        _opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let principal = principal_from(req, body, true).await?;
+        principal
+            .require_role(crate::domain::Role::ADMIN)
+            .map_err(ApiError::from)?;
+        Ok(Self(principal))
+    }
+}
 
 /// Any signed-in member, by access token or API key.
 pub struct MemberAuth(pub Principal);
 
-macro_rules! combined_scheme {
-    ($ty:ident, [$($scheme:ty),+], $allow_bearer:expr, $check:expr) => {
-        impl<'a> ApiExtractor<'a> for $ty {
-            const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
-            type ParamType = ();
-            type ParamRawType = ();
+impl<'a> ApiExtractor<'a> for MemberAuth {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
 
-            fn register(registry: &mut Registry) {
-                $(<$scheme as ApiExtractor>::register(registry);)+
-            }
+    fn register(registry: &mut Registry) {
+        register_all(registry);
+    }
 
-            fn security_schemes() -> Vec<&'static str> {
-                let mut schemes = Vec::new();
-                $(schemes.extend(<$scheme as ApiExtractor>::security_schemes());)+
-                schemes
-            }
+    fn security_schemes() -> Vec<&'static str> {
+        all_schemes()
+    }
 
-            async fn from_request(
-                req: &'a Request,
-                body: &mut RequestBody,
-                _opts: ExtractParamOptions<Self::ParamType>,
-            ) -> poem::Result<Self> {
-                let principal = principal_from(req, body, $allow_bearer).await?;
-                let check: fn(&Principal) -> Result<(), ApiError> = $check;
-                check(&principal)?;
-                Ok(Self(principal))
-            }
-        }
-    };
+    async fn from_request(
+        req: &'a Request,
+        body: &mut RequestBody,
+        _opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(Self(principal_from(req, body, true).await?))
+    }
 }
 
-combined_scheme!(
-    AdminAuth,
-    [BearerAuth, AuthorizationKeyAuth, HeaderKeyAuth],
-    true,
-    |principal| Ok(principal.require_role(crate::domain::Role::ADMIN)?)
-);
-combined_scheme!(
-    MemberAuth,
-    [BearerAuth, AuthorizationKeyAuth, HeaderKeyAuth],
-    true,
-    |_| Ok(())
-);
-combined_scheme!(
-    KeyAuth,
-    [AuthorizationKeyAuth, HeaderKeyAuth],
-    false,
-    |_| Ok(())
-);
+/// Any API key (not an access token).
+pub struct KeyAuth(pub Principal);
+
+impl<'a> ApiExtractor<'a> for KeyAuth {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <AuthorizationKeyAuth as ApiExtractor>::register(registry);
+        <HeaderKeyAuth as ApiExtractor>::register(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        key_schemes()
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        body: &mut RequestBody,
+        _opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(Self(principal_from(req, body, false).await?))
+    }
+}
 
 impl BearerAuth {
     /// The caller, if they hold `admin`; a 403 otherwise.

@@ -28,6 +28,7 @@ pub struct SigningKeysApi {
 
 /// A public key as RFC 7517 writes it (EC P-256 or OKP Ed25519).
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Jwk {
     /// `EC` or `OKP`.
     pub kty: String,
@@ -65,6 +66,7 @@ impl Jwk {
 /// (published before it signs) and retiring ones whose tokens may still be live.
 /// Empty when gatehouse signs with HS256 (a shared secret).
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
@@ -72,6 +74,7 @@ pub struct Jwks {
 /// OpenID Provider metadata, as much as gatehouse is: enough for libraries
 /// that find keys from an issuer URL. gatehouse is not (yet) an OpenID provider.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OpenIdConfiguration {
     pub issuer: String,
     pub jwks_uri: String,
@@ -87,6 +90,7 @@ enum Cacheable<T: poem_openapi::types::ToJSON + Send + Sync> {
 
 /// A signing key and where it is in its life.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SigningKeyView {
     pub kid: String,
     /// `ES256`, `EdDSA` or `HS256`.
@@ -119,6 +123,7 @@ impl From<KeyInfo> for SigningKeyView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SigningKeyList {
     /// Oldest activation first.
     pub items: Vec<SigningKeyView>,

@@ -8,6 +8,7 @@ use crate::domain::Member;
 
 /// A member as the API shows them.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MemberView {
     pub id: String,
     pub email: String,
@@ -38,6 +39,7 @@ impl From<&Member> for MemberView {
 
 /// Tokens for a signed-in member.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct TokenResponse {
     /// A JWT (HS256) to send as `Authorization: Bearer …`.
     pub access_token: String,

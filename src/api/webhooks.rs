@@ -7,11 +7,13 @@ use chrono::{DateTime, Utc};
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
+use super::input::{Opt, Text};
 use super::members::actor;
 use super::views::timestamp;
 use super::{AdminAuth, ApiTags, TrustedProxies};
+use crate::domain::EventType;
 use crate::error::ApiError;
 use crate::store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint};
 use crate::webhooks::{WebhookChange, WebhookService};
@@ -26,6 +28,7 @@ pub struct WebhooksApi {
 
 /// An endpoint, without its secret.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct WebhookView {
     pub id: String,
     pub url: String,
@@ -59,6 +62,7 @@ impl From<WebhookEndpoint> for WebhookView {
 
 /// A new endpoint with its signing secret, shown this once.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct CreatedWebhookView {
     #[oai(flatten)]
     pub webhook: WebhookView,
@@ -67,31 +71,83 @@ pub struct CreatedWebhookView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NewWebhookBody {
-    /// https only (unless `GATEHOUSE_WEBHOOKS_ALLOW_INSECURE`), to a public address.
-    pub url: String,
-    /// Event types: `member.created`, `member.updated`, `member.deleted`,
-    /// `allowlist.imported`, `allowlist.batch_withdrawn`, `apikey.created`, `apikey.revoked`.
-    pub events: Vec<String>,
-    pub description: Option<String>,
+    /// https only (unless `GATEHOUSE_WEBHOOKS_ALLOW_INSECURE`), to a public
+    /// address that resolves: where gatehouse delivers is its policy, so any
+    /// other URL is refused with 403 (`invalid_url`, `url_not_https`,
+    /// `url_internal_address`, `url_unresolvable`).
+    pub url: Text,
+    /// The event types it receives.
+    #[oai(validator(min_items = 1))]
+    pub events: Vec<WebhookEvent>,
+    #[oai(validator(max_length = 500))]
+    pub description: Opt<Text>,
+}
+
+/// An event type a webhook can receive.
+#[derive(Debug, Clone, Copy, Enum)]
+pub enum WebhookEvent {
+    #[oai(rename = "member.created")]
+    MemberCreated,
+    #[oai(rename = "member.updated")]
+    MemberUpdated,
+    #[oai(rename = "member.deleted")]
+    MemberDeleted,
+    #[oai(rename = "allowlist.imported")]
+    AllowlistImported,
+    #[oai(rename = "allowlist.batch_withdrawn")]
+    AllowlistBatchWithdrawn,
+    #[oai(rename = "apikey.created")]
+    ApiKeyCreated,
+    #[oai(rename = "apikey.revoked")]
+    ApiKeyRevoked,
+}
+
+impl WebhookEvent {
+    fn names(events: &[Self]) -> Vec<String> {
+        events
+            .iter()
+            .map(|event| EventType::from(*event).as_str().to_owned())
+            .collect()
+    }
+}
+
+impl From<WebhookEvent> for EventType {
+    fn from(event: WebhookEvent) -> Self {
+        match event {
+            WebhookEvent::MemberCreated => Self::MemberCreated,
+            WebhookEvent::MemberUpdated => Self::MemberUpdated,
+            WebhookEvent::MemberDeleted => Self::MemberDeleted,
+            WebhookEvent::AllowlistImported => Self::AllowlistImported,
+            WebhookEvent::AllowlistBatchWithdrawn => Self::AllowlistBatchWithdrawn,
+            WebhookEvent::ApiKeyCreated => Self::ApiKeyCreated,
+            WebhookEvent::ApiKeyRevoked => Self::ApiKeyRevoked,
+        }
+    }
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct WebhookPatchBody {
-    pub url: Option<String>,
-    pub events: Option<Vec<String>>,
+    pub url: Opt<Text>,
+    #[oai(validator(min_items = 1))]
+    pub events: Opt<Vec<WebhookEvent>>,
     /// An empty string clears it.
-    pub description: Option<String>,
+    #[oai(validator(max_length = 500))]
+    pub description: Opt<Text>,
     /// `false` stops deliveries; `true` resumes them (and clears a failure streak).
-    pub enabled: Option<bool>,
+    pub enabled: Opt<bool>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct WebhookList {
     pub items: Vec<WebhookView>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SecretView {
     /// The new `whsec_…` secret, shown this once; the old one no longer signs.
     pub secret: String,
@@ -99,6 +155,7 @@ pub struct SecretView {
 
 /// One event's delivery to this endpoint.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeliveryView {
     /// The event's id: the `webhook-id` header, the same on every attempt.
     pub id: String,
@@ -133,6 +190,7 @@ impl From<WebhookDelivery> for DeliveryView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeliveryPage {
     /// Newest event first.
     pub items: Vec<DeliveryView>,
@@ -167,8 +225,8 @@ impl WebhooksApi {
             .create(
                 &actor(&auth, &self.proxies, req),
                 &body.url,
-                &body.events,
-                body.description.as_deref(),
+                &WebhookEvent::names(&body.events),
+                body.description.0.as_deref(),
             )
             .await?;
         Ok(Created::Created(Json(CreatedWebhookView {
@@ -203,10 +261,10 @@ impl WebhooksApi {
     ) -> Result<Json<WebhookView>, ApiError> {
         let body = body.0;
         let change = WebhookChange {
-            url: body.url,
-            events: body.events,
-            description: body.description,
-            enabled: body.enabled,
+            url: body.url.0.map(|url| url.0),
+            events: body.events.0.as_deref().map(WebhookEvent::names),
+            description: body.description.0.map(|text| text.0),
+            enabled: body.enabled.0,
         };
         let updated = self
             .webhooks

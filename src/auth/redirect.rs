@@ -85,3 +85,60 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn allowed() -> Vec<url::Origin> {
+        ["https://app.example.org", "http://localhost:3000"]
+            .iter()
+            .map(|o| url::Url::parse(o).unwrap().origin())
+            .collect()
+    }
+
+    /// Allowed origins in other spellings, near misses and open-redirect
+    /// tricks, followed by path-ish text with the characters that matter.
+    fn targetish() -> impl Strategy<Value = String> {
+        let prefix = prop_oneof![
+            Just("https://app.example.org"),
+            Just("HTTPS://App.Example.ORG:443"),
+            Just("http://localhost:3000"),
+            Just("http://127.0.0.1:3000"),
+            Just("https://app.example.org.evil.test"),
+            Just("https://app.example.org@evil.test"),
+            Just("https://evil.test"),
+            Just("//app.example.org"),
+            Just("/"),
+            Just("javascript:"),
+            Just("https:app.example.org"),
+            Just(""),
+        ];
+        (prefix, "[a-zA-Z0-9/?#&=%.@:;\\\\ _~é-]{0,30}").prop_map(|(p, rest)| format!("{p}{rest}"))
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(raw in prop_oneof![targetish(), any::<String>()]) {
+            let _ = RedirectTarget::parse(&raw, &allowed());
+        }
+
+        /// What is accepted is an http(s) URL on an allowed origin, without
+        /// credentials or fragment, and accepted again as it is.
+        #[test]
+        fn accepted_targets_are_on_an_allowed_origin_and_round_trip(raw in targetish()) {
+            if let Some(target) = RedirectTarget::parse(&raw, &allowed()) {
+                let url = url::Url::parse(target.as_str()).unwrap();
+                prop_assert!(allowed().contains(&url.origin()), "{raw:?} -> {url}");
+                prop_assert!(matches!(url.scheme(), "http" | "https"));
+                prop_assert!(url.username().is_empty() && url.password().is_none());
+                prop_assert_eq!(url.fragment(), None);
+                prop_assert_eq!(RedirectTarget::parse(target.as_str(), &allowed()), Some(target.clone()));
+                let with = url::Url::parse(&target.with_fragment("t=1")).unwrap();
+                prop_assert_eq!(with.origin(), url.origin());
+            }
+        }
+    }
+}

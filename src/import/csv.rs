@@ -211,3 +211,92 @@ fn csv_error(err: csv::Error) -> ImportError {
         },
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{Email, Role};
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<RawRow>, ImportError> {
+        CsvRows::new(bytes)?.collect()
+    }
+
+    /// Bytes that are mostly CSV syntax: quotes, both delimiters, every line
+    /// end, a BOM, invalid UTF-8, and some text.
+    fn csvish() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            Just(b'"'),
+            Just(b','),
+            Just(b';'),
+            Just(b'\n'),
+            Just(b'\r'),
+            Just(b' '),
+            Just(0xEF),
+            Just(0xBB),
+            Just(0xBF),
+            Just(0xFF),
+            Just(b'@'),
+            b'a'..=b'e',
+            any::<u8>(),
+        ];
+        let body = proptest::collection::vec(byte, 0..300);
+        (any::<bool>(), body).prop_map(|(bom, body)| {
+            let header: &[u8] = if bom {
+                b"\xEF\xBB\xBFemail,roles\n"
+            } else {
+                b""
+            };
+            [header, &body].concat()
+        })
+    }
+
+    fn address() -> impl Strategy<Value = String> {
+        "[a-z0-9][a-z0-9._+-]{0,20}[a-z0-9]@[a-z0-9]{1,12}\\.(org|example|de)"
+            .prop_filter("a valid address", |a| Email::parse(a).is_ok())
+    }
+
+    fn roles() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec("[a-z][a-z0-9_-]{0,12}", 0..4)
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_any_bytes(bytes in prop_oneof![csvish(), proptest::collection::vec(any::<u8>(), 0..300)]) {
+            let _ = read_all(&bytes);
+        }
+
+        /// What the `csv` crate writes, as a spreadsheet would, reads back as written.
+        #[test]
+        fn rows_written_by_a_csv_writer_read_back_the_same(
+            rows in proptest::collection::vec((address(), roles()), 1..40),
+            semicolons in any::<bool>(),
+            crlf in any::<bool>(),
+            separator in prop_oneof![Just("|"), Just(";"), Just(",")],
+        ) {
+            let mut writer = csv::WriterBuilder::new()
+                .delimiter(if semicolons { b';' } else { b',' })
+                .terminator(if crlf { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') })
+                .from_writer(Vec::new());
+            writer.write_record(["email", "roles"]).unwrap();
+            for (email, roles) in &rows {
+                writer.write_record([email.as_str(), &roles.join(separator)]).unwrap();
+            }
+            let bytes = writer.into_inner().unwrap();
+
+            let read = read_all(&bytes).unwrap();
+            prop_assert_eq!(read.len(), rows.len());
+            for (i, (row, (email, roles))) in read.iter().zip(&rows).enumerate() {
+                prop_assert_eq!(row.line, i as u64 + 2);
+                prop_assert!(!row.unreadable);
+                prop_assert_eq!(&row.email, email);
+                prop_assert_eq!(row.roles.clone(), Some(roles.join(separator)));
+                let mut expected: Vec<Role> = roles.iter().map(|r| Role::parse(r).unwrap()).collect();
+                expected.sort();
+                expected.dedup();
+                prop_assert_eq!(Role::parse_list(row.roles.as_deref().unwrap()).unwrap(), expected);
+            }
+        }
+    }
+}

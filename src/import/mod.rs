@@ -5,12 +5,13 @@
 //! addresses seen (16 bytes each), never for the whole file.
 
 mod csv;
+mod json;
 
 use std::collections::HashSet;
 use std::io::Read;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use self::csv::CsvRows;
 use crate::domain::{Email, Role};
@@ -75,6 +76,12 @@ pub enum ImportError {
     /// The CSV structure itself is broken (e.g. an unterminated quote).
     #[error("malformed CSV{}: {reason}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
     Malformed { line: Option<u64>, reason: String },
+    /// The JSON body is not a bulk request: bad syntax, a value of the wrong
+    /// type, a missing or repeated field. `reason` ends with the line and column.
+    #[error("malformed JSON{}: {reason}", item.map(|i| format!(" at address {i} of `emails`")).unwrap_or_default())]
+    MalformedJson { item: Option<u64>, reason: String },
+    #[error("batch_id is 1 to 64 of A-Z a-z 0-9 - _ .")]
+    InvalidBatchId,
     #[error("the import was interrupted")]
     Interrupted,
 }
@@ -125,35 +132,73 @@ pub async fn import_csv<R: Read + Send + 'static>(
     reader: R,
     context: ImportContext,
 ) -> Result<ImportReport, ImportError> {
-    run(store, context, move || CsvRows::new(reader)).await
+    run(store, context, move |sink| {
+        for row in CsvRows::new(reader)? {
+            sink.push(row?)?;
+        }
+        Ok(())
+    })
+    .await
 }
 
-/// Imports rows that are already in memory (the JSON endpoints).
+/// Imports a bulk JSON body (`{"emails": [..], "batch_id": ..}`) read from
+/// `reader` (on the blocking pool) as it arrives; the body's `batch_id`, if
+/// any, names the batch instead of `context.batch_id`.
+pub async fn import_json<R: Read + Send + 'static>(
+    store: &DynStore,
+    reader: R,
+    context: ImportContext,
+) -> Result<ImportReport, ImportError> {
+    run(store, context, move |sink| json::read_bulk(reader, sink)).await
+}
+
+/// Imports rows that are already in memory (one address added by the API).
 pub async fn import_rows(
     store: &DynStore,
     rows: Vec<RawRow>,
     context: ImportContext,
 ) -> Result<ImportReport, ImportError> {
-    run(store, context, move || {
-        Ok::<_, ImportError>(rows.into_iter().map(Ok))
+    run(store, context, move |sink| {
+        rows.into_iter().try_for_each(|row| sink.push(row))
     })
     .await
 }
 
-/// Runs the parser (blocking) and the store writer (async) side by side, joined
-/// by a small channel so that neither runs far ahead of the other.
-async fn run<I, F>(
+/// A batch id as given (`None` or empty: a new one): 1 to 64 characters of
+/// letters, digits, `-`, `_` and `.`, exactly as the spec's pattern states
+/// (so not trimmed: a space is refused like any other character).
+pub fn batch_id(given: Option<&str>) -> Result<String, ImportError> {
+    match given {
+        None | Some("") => Ok(new_batch_id()),
+        Some(id)
+            if id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Ok(id.to_owned())
+        }
+        Some(_) => Err(ImportError::InvalidBatchId),
+    }
+}
+
+/// Runs a reader (blocking), which pushes rows into a [`RowSink`], and the
+/// store writer (async) side by side, joined by a small channel so that
+/// neither runs far ahead of the other. The writer opens its transaction when
+/// the first chunk is ready, so a batch id that a JSON body gives before its
+/// addresses is used from the start.
+async fn run<F>(
     store: &DynStore,
     context: ImportContext,
-    open: F,
+    read: F,
 ) -> Result<ImportReport, ImportError>
 where
-    F: FnOnce() -> Result<I, ImportError> + Send + 'static,
-    I: Iterator<Item = Result<RawRow, ImportError>>,
+    F: FnOnce(&mut RowSink) -> Result<(), ImportError> + Send + 'static,
 {
     let known_roles = store.role_names().await?;
     let (sender, receiver) = mpsc::channel(4);
-    let import = RosterImport {
+    let (opened, named) = oneshot::channel::<String>();
+    let mut import = RosterImport {
         batch_id: context.batch_id.clone(),
         source: context.source,
         added_by: context.actor.clone(),
@@ -162,52 +207,86 @@ where
     };
     let writer = {
         let store = store.clone();
-        tokio::spawn(async move { store.import_roster(import, receiver).await })
+        tokio::spawn(async move {
+            // No name: the reader failed before its first chunk.
+            let Ok(batch_id) = named.await else {
+                return Ok(None);
+            };
+            import.batch_id = batch_id;
+            store.import_roster(import, receiver).await
+        })
     };
-    let parser =
-        tokio::task::spawn_blocking(move || parse_all(open()?, &known_roles, &context, &sender));
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut sink = RowSink::new(known_roles, context, sender, opened);
+        read(&mut sink)?;
+        sink.finish()
+    });
     let parsed = parser.await.map_err(|_| ImportError::Interrupted)?;
     let written = writer.await.map_err(|_| ImportError::Interrupted)?;
-    let counts = written?;
     let mut report = parsed?;
-    let counts = counts.ok_or(ImportError::Interrupted)?;
+    let counts = written?.ok_or(ImportError::Interrupted)?;
     report.added = counts.added;
     report.updated = counts.updated;
     report.unchanged = counts.unchanged;
     Ok(report)
 }
 
-/// Validates and deduplicates every row, sending valid ones on in chunks and
-/// the totals last. Returns the report without the store's counts.
-fn parse_all(
-    rows: impl Iterator<Item = Result<RawRow, ImportError>>,
-    known_roles: &[String],
-    context: &ImportContext,
-    sender: &mpsc::Sender<ImportChunk>,
-) -> Result<ImportReport, ImportError> {
-    let mut report = ImportReport {
-        batch_id: context.batch_id.clone(),
-        dry_run: context.dry_run,
-        ..Default::default()
-    };
-    let mut seen: HashSet<u128> = HashSet::new();
-    let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
-    for row in rows {
-        let row = row?;
-        report.rows += 1;
-        match parse_row(&row, known_roles) {
-            Ok(entry) if seen.insert(fingerprint(&entry.email)) => {
-                chunk.push(entry);
-                if chunk.len() == IMPORT_CHUNK {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(IMPORT_CHUNK));
-                    send(sender, ImportChunk::Rows(full))?;
+/// Where a reader puts rows: validates and deduplicates each, sends valid
+/// ones on to the store in chunks and the totals last, and counts the rest.
+struct RowSink {
+    known_roles: Vec<String>,
+    context: ImportContext,
+    sender: mpsc::Sender<ImportChunk>,
+    /// Tells the writer the batch id; taken when the first chunk goes out.
+    opened: Option<oneshot::Sender<String>>,
+    report: ImportReport,
+    seen: HashSet<u128>,
+    chunk: Vec<EligibleEntry>,
+}
+
+impl RowSink {
+    fn new(
+        known_roles: Vec<String>,
+        context: ImportContext,
+        sender: mpsc::Sender<ImportChunk>,
+        opened: oneshot::Sender<String>,
+    ) -> Self {
+        let report = ImportReport {
+            batch_id: context.batch_id.clone(),
+            dry_run: context.dry_run,
+            ..Default::default()
+        };
+        Self {
+            known_roles,
+            context,
+            sender,
+            opened: Some(opened),
+            report,
+            seen: HashSet::new(),
+            chunk: Vec::with_capacity(IMPORT_CHUNK),
+        }
+    }
+
+    /// Rows pushed so far.
+    fn rows(&self) -> u64 {
+        self.report.rows
+    }
+
+    fn push(&mut self, row: RawRow) -> Result<(), ImportError> {
+        self.report.rows += 1;
+        match parse_row(&row, &self.known_roles) {
+            Ok(entry) if self.seen.insert(fingerprint(&entry.email)) => {
+                self.chunk.push(entry);
+                if self.chunk.len() == IMPORT_CHUNK {
+                    let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(IMPORT_CHUNK));
+                    self.send(ImportChunk::Rows(full))?;
                 }
             }
-            Ok(_) => report.duplicates += 1,
+            Ok(_) => self.report.duplicates += 1,
             Err(reason) => {
-                report.invalid_total += 1;
-                if report.invalid.len() < MAX_LISTED_INVALID {
-                    report.invalid.push(InvalidRow {
+                self.report.invalid_total += 1;
+                if self.report.invalid.len() < MAX_LISTED_INVALID {
+                    self.report.invalid.push(InvalidRow {
                         line: row.line,
                         value: row.email.chars().take(256).collect(),
                         reason,
@@ -215,38 +294,63 @@ fn parse_all(
                 }
             }
         }
+        Ok(())
     }
-    send(sender, ImportChunk::Rows(chunk))?;
-    let audit = AuditEntry::new("allowlist.import")
-        .target(context.batch_id.clone())
-        .ip(context.ip.clone())
-        .details(serde_json::json!({
-            "source": context.source,
-            "rows": report.rows,
-            "duplicates": report.duplicates,
-            "invalid": report.invalid_total,
-        }));
-    let audit = match &context.actor {
-        Some(actor) => audit.actor(actor.clone()),
-        None => audit,
-    };
-    send(
-        sender,
-        ImportChunk::Finish(ImportTotals {
+
+    /// Names the batch as the upload itself asks (see [`batch_id`]); rows
+    /// already sent to the store move to it.
+    fn name_batch(&mut self, given: Option<&str>) -> Result<(), ImportError> {
+        let named = batch_id(given)?;
+        if given.is_some_and(|id| !id.is_empty()) {
+            if self.opened.is_none() {
+                self.send(ImportChunk::Rename(named.clone()))?;
+            }
+            self.context.batch_id = named.clone();
+            self.report.batch_id = named;
+        }
+        Ok(())
+    }
+
+    /// Sends the last rows and the totals; the report lacks the store's counts.
+    fn finish(mut self) -> Result<ImportReport, ImportError> {
+        let last = std::mem::take(&mut self.chunk);
+        self.send(ImportChunk::Rows(last))?;
+        let (context, report) = (&self.context, &self.report);
+        let audit = AuditEntry::new("allowlist.import")
+            .target(context.batch_id.clone())
+            .ip(context.ip.clone())
+            .details(serde_json::json!({
+                "source": context.source,
+                "rows": report.rows,
+                "duplicates": report.duplicates,
+                "invalid": report.invalid_total,
+            }));
+        let audit = match &context.actor {
+            Some(actor) => audit.actor(actor.clone()),
+            None => audit,
+        };
+        let totals = ImportTotals {
             rows: report.rows,
             duplicates: report.duplicates,
             invalid: report.invalid_total,
             audit,
-        }),
-    )?;
-    Ok(report)
-}
+        };
+        self.send(ImportChunk::Finish(totals))?;
+        Ok(self.report)
+    }
 
-fn send(sender: &mpsc::Sender<ImportChunk>, chunk: ImportChunk) -> Result<(), ImportError> {
-    // Fails only when the writer stopped (its error is reported instead).
-    sender
-        .blocking_send(chunk)
-        .map_err(|_| ImportError::Interrupted)
+    fn send(&mut self, chunk: ImportChunk) -> Result<(), ImportError> {
+        if let Some(opened) = self.opened.take() {
+            // The writer waits for this; it only goes away if it panicked.
+            opened
+                .send(self.context.batch_id.clone())
+                .map_err(|_| ImportError::Interrupted)?;
+        }
+        // Fails only when the writer stopped (its error is reported instead).
+        self.sender
+            .blocking_send(chunk)
+            .map_err(|_| ImportError::Interrupted)
+    }
 }
 
 /// 128 bits of the address' SHA-256: enough that two of a billion addresses

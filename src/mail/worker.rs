@@ -3,10 +3,14 @@
 //! until then it is retried with exponential backoff and jitter. The worker
 //! loop, leases and backoff are the shared ones of [`crate::delivery`].
 //!
-//! A batch is delivered concurrently (up to [`CONCURRENCY`] at once), which
-//! bounds a whole batch by one attempt's timeout. That keeps the batch well
-//! inside its lease: a worker never holds a leased mail past the point where
-//! another instance may claim it and send it a second time.
+//! A batch is delivered concurrently (up to [`CONCURRENCY`] at once), each
+//! attempt bounded by the mail timeout (and [`ATTEMPT_TIMEOUT`] whatever the
+//! transport does), under a short lease that the worker renews while the
+//! attempts run (see [`crate::delivery`]). A worker never holds a leased mail
+//! past the point where another instance may claim it and send it a second
+//! time: if it cannot renew, it aborts the attempt while half the lease is
+//! still left. A process that dies mid-attempt leaves the mail to be retried
+//! within one lease (20 s).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +20,10 @@ use crate::clock::Clock;
 use crate::config::MailSettings;
 use crate::delivery::{Lease, Next, Queue, Worker};
 use crate::metrics::Metrics;
-use crate::store::{DynStore, MailResult, OutboxMail, StoreError};
+use crate::store::{DynStore, LeaseToken, MailResult, OutboxMail, StoreError};
 
 pub use crate::delivery::RetryPolicy;
 
-/// How long a claimed mail stays invisible to other workers (see [`Lease::secs`]).
-const LEASE_SECS: i64 = 120;
 /// The most a single delivery attempt may take, however slowly the server answers.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Mails claimed, and delivered concurrently, at once.
@@ -58,11 +60,7 @@ pub fn outbox_worker(
         policy,
         metrics,
     };
-    let lease = Lease {
-        secs: LEASE_SECS,
-        batch: CONCURRENCY,
-    };
-    Worker::new(queue, clock, lease, wake)
+    Worker::new(queue, clock, Lease::short(CONCURRENCY), wake)
 }
 
 pub struct MailQueue {
@@ -77,20 +75,36 @@ pub struct MailQueue {
 impl Queue for MailQueue {
     type Item = OutboxMail;
     type Outcome = MailResult;
+    type Key = String;
     const NAME: &'static str = "mail";
+
+    fn key(mail: &OutboxMail) -> String {
+        mail.id.clone()
+    }
 
     async fn claim(
         &self,
+        lease: &LeaseToken,
         now: i64,
         lease_secs: i64,
         limit: i64,
     ) -> Result<Vec<OutboxMail>, StoreError> {
-        self.store.claim_due_mail(now, lease_secs, limit).await
+        self.store
+            .claim_due_mail(lease, now, lease_secs, limit)
+            .await
+    }
+
+    async fn renew(&self, lease: &LeaseToken, until: i64) -> Result<Vec<String>, StoreError> {
+        self.store.renew_mail_lease(lease, until).await
     }
 
     /// Stores the outcomes and counts them. If the store cannot be reached, the
     /// lease runs out and the mails are attempted again: at least once, never lost.
-    async fn record(&self, chunk: Vec<(OutboxMail, MailResult)>) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        lease: &LeaseToken,
+        chunk: Vec<(OutboxMail, MailResult)>,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(chunk.len());
         for (mail, result) in chunk {
@@ -105,7 +119,7 @@ impl Queue for MailQueue {
             }
             outcomes.push((mail.id, result));
         }
-        self.store.finish_mails(&outcomes, now).await
+        self.store.finish_mails(lease, &outcomes, now).await
     }
 
     async fn attempt(&self, mail: &OutboxMail) -> MailResult {

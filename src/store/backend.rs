@@ -4,10 +4,11 @@
 //! [`SqlStore`] is the store: every operation is a method of it, generic over a
 //! [`Backend`]. A backend supplies connections and transactions, and the few
 //! things that differ between SQLite and Postgres, each a named hook below:
-//! claiming rows other workers hold, writing a chunk of an import, and the hot
-//! paths, which each backend does in one round trip its own way (SQLite queues
-//! them for the writer's group commit, Postgres sends one statement of
-//! data-modifying CTEs or folds concurrent lookups into one query).
+//! claiming rows other workers hold, writing a chunk of an import, running
+//! housekeeping on one instance at a time, and the hot paths, which each
+//! backend does in one round trip its own way (SQLite queues them for the
+//! writer's group commit, Postgres sends one statement of data-modifying CTEs
+//! or folds concurrent lookups into one query).
 
 use std::ops::DerefMut;
 use std::sync::LazyLock;
@@ -105,6 +106,21 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Allowlist entries per statement when writing an import chunk.
     const IMPORT_ROWS_PER_STATEMENT: usize;
+
+    /// Held by the one instance running a housekeeping round.
+    type HousekeepingLock: Send;
+
+    /// Takes the housekeeping lock if no other instance holds it, without
+    /// waiting: `None` when one does, and this round is theirs.
+    fn try_lock_housekeeping(
+        &self,
+    ) -> impl Future<Output = StoreResult<Option<Self::HousekeepingLock>>> + Send;
+
+    /// Gives the housekeeping lock back. (Dropped instead, on an error, it is
+    /// released all the same.)
+    fn unlock_housekeeping(
+        lock: Self::HousekeepingLock,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Makes imports run one at a time, until `tx` ends.
     fn lock_roster(tx: &mut Self::Conn) -> impl Future<Output = StoreResult<()>> + Send;

@@ -196,10 +196,6 @@ impl Store for CachedStore {
         traced("ping", self.inner.ping()).await
     }
 
-    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-        traced("purge_expired", self.inner.purge_expired(now)).await
-    }
-
     fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {
         self.inner.pool_stats()
     }
@@ -601,19 +597,37 @@ impl AuditStore for CachedStore {
 impl OutboxStore for CachedStore {
     async fn claim_due_mail(
         &self,
+        lease: &LeaseToken,
         now: i64,
         lease_secs: i64,
         limit: i64,
     ) -> StoreResult<Vec<OutboxMail>> {
         traced(
             "claim_due_mail",
-            self.inner.claim_due_mail(now, lease_secs, limit),
+            self.inner.claim_due_mail(lease, now, lease_secs, limit),
         )
         .await
     }
 
-    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
-        traced("finish_mails", self.inner.finish_mails(outcomes, now)).await
+    async fn renew_mail_lease(&self, lease: &LeaseToken, until: i64) -> StoreResult<Vec<String>> {
+        traced(
+            "renew_mail_lease",
+            self.inner.renew_mail_lease(lease, until),
+        )
+        .await
+    }
+
+    async fn finish_mails(
+        &self,
+        lease: &LeaseToken,
+        outcomes: &[(String, MailResult)],
+        now: i64,
+    ) -> StoreResult<()> {
+        traced(
+            "finish_mails",
+            self.inner.finish_mails(lease, outcomes, now),
+        )
+        .await
     }
 
     async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>> {
@@ -766,21 +780,33 @@ impl WebhookStore for CachedStore {
 
     async fn claim_due_webhooks(
         &self,
+        lease: &LeaseToken,
         now: i64,
         lease_secs: i64,
         limit: i64,
     ) -> StoreResult<Vec<DueWebhook>> {
-        self.inner.claim_due_webhooks(now, lease_secs, limit).await
+        self.inner
+            .claim_due_webhooks(lease, now, lease_secs, limit)
+            .await
+    }
+
+    async fn renew_webhook_lease(
+        &self,
+        lease: &LeaseToken,
+        until: i64,
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.inner.renew_webhook_lease(lease, until).await
     }
 
     async fn finish_webhooks(
         &self,
+        lease: &LeaseToken,
         outcomes: &[((String, String), WebhookResult)],
         disable_after: i64,
         now: i64,
     ) -> StoreResult<()> {
         self.inner
-            .finish_webhooks(outcomes, disable_after, now)
+            .finish_webhooks(lease, outcomes, disable_after, now)
             .await
     }
 
@@ -844,6 +870,20 @@ impl DeviceStore for CachedStore {
         now: i64,
     ) -> StoreResult<u64> {
         self.invalidating(self.inner.end_other_sessions(member, keep, audit, now))
+            .await
+    }
+}
+
+#[async_trait]
+impl HousekeepingStore for CachedStore {
+    /// Deletes ended sessions: invalidates.
+    async fn prune(
+        &self,
+        now: i64,
+        retention: &Retention,
+        batch: u32,
+    ) -> StoreResult<PruneOutcome> {
+        self.invalidating(traced("prune", self.inner.prune(now, retention, batch)))
             .await
     }
 }

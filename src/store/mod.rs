@@ -8,7 +8,8 @@
 //!   `sign_in.rs`, `sessions.rs`, `members.rs`, `roles.rs`, `roster.rs`,
 //!   `api_keys.rs`, `audit.rs`, `outbox.rs`, `signing_keys.rs`, `console.rs` (the
 //!   admin console's counts and staged uploads), `webhooks.rs` (endpoints, the
-//!   events changes write, their deliveries), and the housekeeping here;
+//!   events changes write, their deliveries), `housekeeping.rs` (what has
+//!   served its purpose and is deleted);
 //! - `schema.rs` holds the rules every query shares (an active member, a live
 //!   session, a grant in force, an address that may sign in) and the member
 //!   row with its column list; `sql.rs` runs a statement on either backend;
@@ -28,6 +29,7 @@ mod cache;
 mod console;
 mod devices;
 mod error;
+mod housekeeping;
 mod members;
 mod outbox;
 mod postgres;
@@ -52,9 +54,10 @@ pub use cache::{CachedStore, Freshness};
 pub use console::{ConsoleStore, Overview, STAGED_UPLOAD_TTL_SECS, StagedUpload};
 pub use devices::{DeviceStore, LinkRequestState, SessionInfo};
 pub use error::{StoreError, StoreResult};
+pub use housekeeping::{HousekeepingStore, Prunable, PruneOutcome, PruneReport, Retention};
 pub use members::{MemberFilter, MemberStore, RoleGrant};
 pub use outbox::OutboxStore;
-pub use postgres::{Postgres, PostgresStore};
+pub use postgres::{HOUSEKEEPING_LOCK, Postgres, PostgresStore};
 pub use roles::{RoleInfo, RoleStore};
 pub use roster::{
     BatchRow, EligibleFilter, EligibleRow, IMPORT_CHUNK, ImportChunk, ImportTotals, RosterImport,
@@ -91,6 +94,7 @@ pub trait Store:
     + ConsoleStore
     + WebhookStore
     + DeviceStore
+    + HousekeepingStore
     + Send
     + Sync
     + 'static
@@ -100,11 +104,6 @@ pub trait Store:
 
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
-
-    /// Deletes expired links, rate-limit windows, long-dead refresh tokens,
-    /// roster uploads that were never imported, and webhook deliveries
-    /// finished more than 30 days ago with their events.
-    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 
     /// This process's connection pools, for the metrics (no I/O).
     fn pool_stats(&self) -> Vec<crate::metrics::PoolStats>;
@@ -121,37 +120,6 @@ impl<B: Backend> Store for SqlStore<B> {
             .execute(&mut self.backend.reader())
             .await?;
         Ok(())
-    }
-
-    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-        const DAY: i64 = 86_400;
-        const WEBHOOK_HISTORY_SECS: i64 = 30 * DAY;
-        let mut tx = self.backend.begin().await?;
-        let mut purged = 0;
-        for (sql, cutoff) in [
-            ("DELETE FROM magic_links WHERE expires_at < $1", now - DAY),
-            ("DELETE FROM rate_limits WHERE window_start < $1", now - DAY),
-            ("DELETE FROM refresh_tokens WHERE expires_at < $1", now),
-            (
-                "DELETE FROM staged_uploads WHERE created_at < $1",
-                now - STAGED_UPLOAD_TTL_SECS,
-            ),
-            // Finished webhook deliveries are kept a month for admins to
-            // look back on, then go with their events.
-            (
-                "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1",
-                now - WEBHOOK_HISTORY_SECS,
-            ),
-            (
-                "DELETE FROM webhook_events WHERE created_at < $1 AND NOT EXISTS \
-                 (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = webhook_events.id)",
-                now - WEBHOOK_HISTORY_SECS,
-            ),
-        ] {
-            purged += query(sql).bind(cutoff).execute(&mut *tx).await?;
-        }
-        B::commit(tx).await?;
-        Ok(purged)
     }
 
     fn pool_stats(&self) -> Vec<crate::metrics::PoolStats> {

@@ -1,6 +1,11 @@
 //! The outbox: mail written in the same transaction as the token it carries,
-//! claimed by delivery workers under a lease, and what operators see and do
-//! (list, count, requeue).
+//! claimed by delivery workers under a lease held by a [`LeaseToken`], and
+//! what operators see and do (list, count, requeue).
+//!
+//! While a mail is leased, `next_attempt_at` is when its lease ends and
+//! `lease_token` says whose it is; renewing moves the first, a claim after the
+//! lease ended overwrites the second, and an outcome is written only where the
+//! second still matches (see [`crate::delivery`]).
 
 use std::sync::LazyLock;
 
@@ -9,8 +14,8 @@ use super::backend::{Backend, SqlStore};
 use super::schema::placeholders;
 use super::sql::{Query, query};
 use super::{
-    AuditEntry, MailResult, MailStatus, OutboxCounts, OutboxEntry, OutboxMail, OutboxQuery,
-    RequeueOutcome, StoreError, StoreResult,
+    AuditEntry, LeaseToken, MailResult, MailStatus, OutboxCounts, OutboxEntry, OutboxMail,
+    OutboxQuery, RequeueOutcome, StoreError, StoreResult,
 };
 
 /// The columns a new mail is inserted with, in the order of [`super::NewMail`]
@@ -68,25 +73,47 @@ fn mail_status(id: &str, stored: &str) -> StoreResult<MailStatus> {
 
 #[async_trait::async_trait]
 pub trait OutboxStore {
-    /// Leases up to `limit` due mails for `lease_secs`: a worker that dies while
-    /// holding them lets them come due again, so nothing is lost.
+    /// Leases up to `limit` due mails to `lease` until `now + lease_secs`: a
+    /// worker that dies while holding them stops renewing, and they come due
+    /// again when the lease ends, so nothing is lost. A mail whose earlier lease
+    /// ended is due like any other; claiming it takes it from that lease.
     async fn claim_due_mail(
         &self,
+        lease: &LeaseToken,
         now: i64,
         lease_secs: i64,
         limit: i64,
     ) -> StoreResult<Vec<OutboxMail>>;
 
-    /// Records the outcome of a delivery attempt. Only a `queued` mail changes, so
-    /// a final state, once written, is never overwritten.
-    async fn finish_mail(&self, id: &str, result: MailResult, now: i64) -> StoreResult<()> {
-        self.finish_mails(&[(id.to_owned(), result)], now).await
+    /// Extends to `until` the lease of every mail `lease` still holds, and
+    /// returns their ids. A mail recorded since, or claimed by another lease
+    /// after this one ran out, is not among them.
+    async fn renew_mail_lease(&self, lease: &LeaseToken, until: i64) -> StoreResult<Vec<String>>;
+
+    /// Records the outcome of a delivery attempt made under `lease`, and ends
+    /// the lease. Only a `queued` mail that `lease` still holds changes: a
+    /// final state is never overwritten, and a late outcome from a claimer
+    /// whose lease someone else has since taken changes nothing.
+    async fn finish_mail(
+        &self,
+        lease: &LeaseToken,
+        id: &str,
+        result: MailResult,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.finish_mails(lease, &[(id.to_owned(), result)], now)
+            .await
     }
 
     /// [`OutboxStore::finish_mail`] for several mails (`(id, outcome)` pairs) in
     /// as few statements as the outcomes allow, so the worker takes SQLite's
     /// single writer once per batch rather than once per mail.
-    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()>;
+    async fn finish_mails(
+        &self,
+        lease: &LeaseToken,
+        outcomes: &[(String, MailResult)],
+        now: i64,
+    ) -> StoreResult<()>;
 
     /// A page of the outbox, newest first, without bodies.
     async fn outbox_page(&self, query: OutboxQuery<'_>) -> StoreResult<Vec<OutboxEntry>>;
@@ -108,6 +135,7 @@ pub trait OutboxStore {
 impl<B: Backend> OutboxStore for SqlStore<B> {
     async fn claim_due_mail(
         &self,
+        lease: &LeaseToken,
         now: i64,
         lease_secs: i64,
         limit: i64,
@@ -115,7 +143,7 @@ impl<B: Backend> OutboxStore for SqlStore<B> {
         // Once per worker poll: built each time, so that the backend's lock
         // clause can take its place in the text.
         let sql = format!(
-            "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
+            "UPDATE outbox SET next_attempt_at = $2, lease_token = $4 WHERE id IN ( \
                SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $1 \
                ORDER BY next_attempt_at LIMIT $3 {lock}) \
              RETURNING {OUTBOX_MAIL_COLUMNS}",
@@ -125,12 +153,30 @@ impl<B: Backend> OutboxStore for SqlStore<B> {
             .bind(now)
             .bind(now + lease_secs)
             .bind(limit)
+            .bind(lease.as_str())
             .fetch_all(&mut *self.backend.write().await?)
             .await
     }
 
-    async fn finish_mails(&self, outcomes: &[(String, MailResult)], now: i64) -> StoreResult<()> {
-        let mut statements = finish_statements(outcomes, now);
+    async fn renew_mail_lease(&self, lease: &LeaseToken, until: i64) -> StoreResult<Vec<String>> {
+        let held: Vec<(String,)> = query(
+            "UPDATE outbox SET next_attempt_at = $2 \
+             WHERE lease_token = $1 AND status = 'queued' RETURNING id",
+        )
+        .bind(lease.as_str())
+        .bind(until)
+        .fetch_all(&mut *self.backend.write().await?)
+        .await?;
+        Ok(held.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn finish_mails(
+        &self,
+        lease: &LeaseToken,
+        outcomes: &[(String, MailResult)],
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut statements = finish_statements(lease, outcomes, now);
         if statements.len() <= 1 {
             if let Some(single) = statements.pop() {
                 single.execute(&mut *self.backend.write().await?).await?;
@@ -191,7 +237,8 @@ impl<B: Backend> OutboxStore for SqlStore<B> {
     ) -> StoreResult<RequeueOutcome> {
         static REQUEUE: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $2 \
+                "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $2, \
+                   lease_token = NULL \
                  WHERE id = $1 AND status = 'failed' RETURNING {OUTBOX_ENTRY_COLUMNS}"
             )
         });
@@ -217,10 +264,15 @@ impl<B: Backend> OutboxStore for SqlStore<B> {
     }
 }
 
-/// The statements that record `outcomes`. Sent and expired mails need nothing
-/// per row, so each kind is one `id IN (…)` statement; retries and failures
-/// carry their own error and time and take one statement each (rare under load).
-fn finish_statements(outcomes: &[(String, MailResult)], now: i64) -> Vec<Query<'_>> {
+/// The statements that record `outcomes` of attempts made under `lease`, each
+/// ending the lease. Sent and expired mails need nothing per row, so each kind
+/// is one `id IN (…)` statement; retries and failures carry their own error and
+/// time and take one statement each (rare under load).
+fn finish_statements<'a>(
+    lease: &'a LeaseToken,
+    outcomes: &'a [(String, MailResult)],
+    now: i64,
+) -> Vec<Query<'a>> {
     let ids = |wanted: fn(&MailResult) -> bool| -> Vec<&str> {
         outcomes
             .iter()
@@ -234,22 +286,28 @@ fn finish_statements(outcomes: &[(String, MailResult)], now: i64) -> Vec<Query<'
     if !sent.is_empty() {
         let sql = format!(
             "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
-               sealed_body = '', last_error = NULL \
-             WHERE status = 'queued' AND id IN ({})",
-            placeholders(2, sent.len())
+               sealed_body = '', last_error = NULL, lease_token = NULL \
+             WHERE status = 'queued' AND lease_token = $2 AND id IN ({})",
+            placeholders(3, sent.len())
         );
         let statement = sent
             .iter()
-            .fold(Query::owned(sql).bind(now), |q, id| q.bind(*id));
+            .fold(Query::owned(sql).bind(now).bind(lease.as_str()), |q, id| {
+                q.bind(*id)
+            });
         statements.push(statement);
     }
     if !expired.is_empty() {
         let sql = format!(
-            "UPDATE outbox SET status = 'expired', sealed_body = '' \
-             WHERE status = 'queued' AND id IN ({})",
-            placeholders(1, expired.len())
+            "UPDATE outbox SET status = 'expired', sealed_body = '', lease_token = NULL \
+             WHERE status = 'queued' AND lease_token = $1 AND id IN ({})",
+            placeholders(2, expired.len())
         );
-        statements.push(expired.iter().fold(Query::owned(sql), |q, id| q.bind(*id)));
+        statements.push(
+            expired
+                .iter()
+                .fold(Query::owned(sql).bind(lease.as_str()), |q, id| q.bind(*id)),
+        );
     }
     for (id, result) in outcomes {
         match result {
@@ -258,20 +316,24 @@ fn finish_statements(outcomes: &[(String, MailResult)], now: i64) -> Vec<Query<'
                 error,
             } => statements.push(
                 query(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
-                     WHERE id = $1 AND status = 'queued'",
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, \
+                       last_error = $3, lease_token = NULL \
+                     WHERE id = $1 AND status = 'queued' AND lease_token = $4",
                 )
                 .bind(id)
                 .bind(*next_attempt_at)
-                .bind(error),
+                .bind(error)
+                .bind(lease.as_str()),
             ),
             MailResult::Failed { error } => statements.push(
                 query(
-                    "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $2 \
-                     WHERE id = $1 AND status = 'queued'",
+                    "UPDATE outbox SET status = 'failed', attempts = attempts + 1, \
+                       last_error = $2, lease_token = NULL \
+                     WHERE id = $1 AND status = 'queued' AND lease_token = $3",
                 )
                 .bind(id)
-                .bind(error),
+                .bind(error)
+                .bind(lease.as_str()),
             ),
             MailResult::Sent | MailResult::Expired => {}
         }

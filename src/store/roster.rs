@@ -14,11 +14,17 @@ use crate::domain::{Email, EventType};
 /// [`Backend::IMPORT_ROWS_PER_STATEMENT`].
 pub const IMPORT_CHUNK: usize = 5_000;
 
-/// What an importer sends the store, in order: any number of `Rows`, then one
-/// `Finish`. A stream that ends without `Finish` (the upload failed) is rolled back.
+/// What an importer sends the store, in order: any number of `Rows` (and at
+/// most one `Rename`), then one `Finish`. A stream that ends without `Finish`
+/// (the upload failed) is rolled back.
 #[derive(Debug)]
 pub enum ImportChunk {
     Rows(Vec<EligibleEntry>),
+    /// The upload named its batch only after rows were sent (a JSON body may
+    /// list `batch_id` after its addresses): the entries this import added so
+    /// far move from [`RosterImport::batch_id`] to this id, and the rest of the
+    /// import is recorded under it.
+    Rename(String),
     Finish(ImportTotals),
 }
 
@@ -115,7 +121,7 @@ pub trait RosterStore {
 impl<B: Backend> RosterStore for SqlStore<B> {
     async fn import_roster(
         &self,
-        import: RosterImport,
+        mut import: RosterImport,
         mut chunks: tokio::sync::mpsc::Receiver<ImportChunk>,
     ) -> StoreResult<Option<UpsertCounts>> {
         let mut tx = self.backend.begin().await?;
@@ -127,6 +133,16 @@ impl<B: Backend> RosterStore for SqlStore<B> {
                     for statement in entries.chunks(B::IMPORT_ROWS_PER_STATEMENT) {
                         counts += B::write_import_chunk(&mut *tx, statement, &import).await?;
                     }
+                }
+                Some(ImportChunk::Rename(batch_id)) => {
+                    // Only this import's new entries carry its (generated,
+                    // unique) provisional id; `eligible_emails_batch` finds them.
+                    query("UPDATE eligible_emails SET batch_id = $2 WHERE batch_id = $1")
+                        .bind(&import.batch_id)
+                        .bind(&batch_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    import.batch_id = batch_id;
                 }
                 Some(ImportChunk::Finish(totals)) => break totals,
                 // The importer gave up: dropping `tx` rolls everything back.

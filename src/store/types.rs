@@ -109,6 +109,24 @@ pub struct NewMail {
     pub expires_at: Option<i64>,
 }
 
+/// Who holds a claim's lease: a fresh random token per claim, written on every
+/// row it leases. Renewals and outcomes name it, and change only the rows it
+/// still holds, so a claimer whose lease ran out (and was claimed again by
+/// someone else) changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    /// A token no other claim has: a random (v4) UUID.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxMail {
     pub id: String,

@@ -15,7 +15,7 @@ use super::audit::insert_audit;
 use super::backend::{Backend, SqlStore};
 use super::schema::placeholders;
 use super::sql::{Executor, Query, query};
-use super::{AuditEntry, StoreError, StoreResult};
+use super::{AuditEntry, LeaseToken, StoreError, StoreResult};
 use crate::domain::{EventType, Member};
 
 /// A new endpoint; its secret arrives sealed, so the store never holds it in the clear.
@@ -193,20 +193,34 @@ pub trait WebhookStore {
         now: i64,
     ) -> StoreResult<RedeliverOutcome>;
 
-    /// Leases up to `limit` due deliveries of enabled endpoints for
-    /// `lease_secs`, as [`super::OutboxStore::claim_due_mail`] leases mail.
+    /// Leases up to `limit` due deliveries of enabled endpoints to `lease`
+    /// until `now + lease_secs`, as [`super::OutboxStore::claim_due_mail`]
+    /// leases mail.
     async fn claim_due_webhooks(
         &self,
+        lease: &LeaseToken,
         now: i64,
         lease_secs: i64,
         limit: i64,
     ) -> StoreResult<Vec<DueWebhook>>;
 
-    /// Records attempts' outcomes; a pending delivery only, so a final state
-    /// stays. An endpoint whose every attempt has failed for `disable_after`
-    /// seconds is disabled, with the reason and an audit row.
+    /// Extends to `until` the lease of every delivery `lease` still holds, and
+    /// returns their `(endpoint, event)` keys, as
+    /// [`super::OutboxStore::renew_mail_lease`] does for mail.
+    async fn renew_webhook_lease(
+        &self,
+        lease: &LeaseToken,
+        until: i64,
+    ) -> StoreResult<Vec<(String, String)>>;
+
+    /// Records the outcomes of attempts made under `lease`, ending the lease;
+    /// a pending delivery `lease` still holds only, so a final state stays and
+    /// a late outcome from a stale claimer changes nothing. An endpoint whose
+    /// every attempt has failed for `disable_after` seconds is disabled, with
+    /// the reason and an audit row.
     async fn finish_webhooks(
         &self,
+        lease: &LeaseToken,
         outcomes: &[((String, String), WebhookResult)],
         disable_after: i64,
         now: i64,
@@ -596,7 +610,8 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
         });
         let mut tx = self.backend.begin().await?;
         let requeued = query(
-            "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3 \
+            "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3, \
+               lease_token = NULL \
              WHERE endpoint_id = $1 AND event_id = $2 AND status <> 'pending'",
         )
         .bind(endpoint_id)
@@ -622,6 +637,7 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
 
     async fn claim_due_webhooks(
         &self,
+        lease: &LeaseToken,
         now: i64,
         lease_secs: i64,
         limit: i64,
@@ -639,7 +655,7 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "UPDATE webhook_deliveries SET next_attempt_at = $2 \
+            "UPDATE webhook_deliveries SET next_attempt_at = $2, lease_token = $4 \
              WHERE (endpoint_id, event_id) IN ( \
                SELECT endpoint_id, event_id FROM webhook_deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $1 \
@@ -652,6 +668,7 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
             .bind(now)
             .bind(now + lease_secs)
             .bind(limit)
+            .bind(lease.as_str())
             .fetch_all(&mut *self.backend.write().await?)
             .await?;
         if claimed.is_empty() {
@@ -676,8 +693,24 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
         select.fetch_all(&mut self.backend.reader()).await
     }
 
+    async fn renew_webhook_lease(
+        &self,
+        lease: &LeaseToken,
+        until: i64,
+    ) -> StoreResult<Vec<(String, String)>> {
+        query(
+            "UPDATE webhook_deliveries SET next_attempt_at = $2 \
+             WHERE lease_token = $1 AND status = 'pending' RETURNING endpoint_id, event_id",
+        )
+        .bind(lease.as_str())
+        .bind(until)
+        .fetch_all(&mut *self.backend.write().await?)
+        .await
+    }
+
     async fn finish_webhooks(
         &self,
+        lease: &LeaseToken,
         outcomes: &[((String, String), WebhookResult)],
         disable_after: i64,
         now: i64,
@@ -698,8 +731,10 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
             let changed = query(
                 "UPDATE webhook_deliveries SET status = $3, attempts = attempts + 1, \
                    next_attempt_at = $4, last_status = $5, last_error = $6, \
-                   delivered_at = CASE WHEN $3 = 'delivered' THEN $7 ELSE delivered_at END \
-                 WHERE endpoint_id = $1 AND event_id = $2 AND status = 'pending'",
+                   delivered_at = CASE WHEN $3 = 'delivered' THEN $7 ELSE delivered_at END, \
+                   lease_token = NULL \
+                 WHERE endpoint_id = $1 AND event_id = $2 AND status = 'pending' \
+                   AND lease_token = $8",
             )
             .bind(endpoint)
             .bind(event)
@@ -708,6 +743,7 @@ impl<B: Backend> WebhookStore for SqlStore<B> {
             .bind(code)
             .bind(error.map(String::as_str))
             .bind(now)
+            .bind(lease.as_str())
             .execute(&mut *tx)
             .await?;
             if changed == 0 {

@@ -17,7 +17,7 @@ use crate::config::WebhookSettings;
 use crate::delivery::{Lease, Next, Queue, RetryPolicy, Worker};
 use crate::mail::Sealer;
 use crate::metrics::Metrics;
-use crate::store::{DueWebhook, DynStore, StoreError, WebhookResult};
+use crate::store::{DueWebhook, DynStore, LeaseToken, StoreError, WebhookResult};
 
 /// Deliveries claimed, and attempted concurrently, at once.
 const CONCURRENCY: usize = 8;
@@ -58,13 +58,8 @@ pub fn webhook_worker(
         disable_after: settings.disable_after.as_secs() as i64,
         metrics,
     };
-    // The lease outlasts a batch: the attempts run concurrently, each bounded
-    // by the timeout, and recording them takes a moment more.
-    let lease = Lease {
-        secs: settings.timeout.as_secs() as i64 + 15,
-        batch: CONCURRENCY,
-    };
-    Ok(Worker::new(queue, clock, lease, wake))
+    // The short lease, renewed while attempts run, however long the timeout.
+    Ok(Worker::new(queue, clock, Lease::short(CONCURRENCY), wake))
 }
 
 pub struct WebhookQueue {
@@ -88,15 +83,31 @@ struct Refused {
 impl Queue for WebhookQueue {
     type Item = DueWebhook;
     type Outcome = WebhookResult;
+    type Key = (String, String);
     const NAME: &'static str = "webhook";
+
+    fn key(due: &DueWebhook) -> (String, String) {
+        (due.endpoint_id.clone(), due.event_id.clone())
+    }
 
     async fn claim(
         &self,
+        lease: &LeaseToken,
         now: i64,
         lease_secs: i64,
         limit: i64,
     ) -> Result<Vec<DueWebhook>, StoreError> {
-        self.store.claim_due_webhooks(now, lease_secs, limit).await
+        self.store
+            .claim_due_webhooks(lease, now, lease_secs, limit)
+            .await
+    }
+
+    async fn renew(
+        &self,
+        lease: &LeaseToken,
+        until: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.store.renew_webhook_lease(lease, until).await
     }
 
     async fn attempt(&self, due: &DueWebhook) -> WebhookResult {
@@ -130,7 +141,11 @@ impl Queue for WebhookQueue {
         }
     }
 
-    async fn record(&self, done: Vec<(DueWebhook, WebhookResult)>) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        lease: &LeaseToken,
+        done: Vec<(DueWebhook, WebhookResult)>,
+    ) -> Result<(), StoreError> {
         let outcomes: Vec<_> = done
             .into_iter()
             .map(|(due, result)| {
@@ -143,7 +158,7 @@ impl Queue for WebhookQueue {
             })
             .collect();
         self.store
-            .finish_webhooks(&outcomes, self.disable_after, self.clock.now())
+            .finish_webhooks(lease, &outcomes, self.disable_after, self.clock.now())
             .await
     }
 }

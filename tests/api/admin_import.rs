@@ -320,7 +320,7 @@ async fn allowlist_pages_with_a_cursor_and_filters(backend: Backend) {
     assert_problem(
         app.get_as("/v1/admin/eligible-emails?limit=0", &admin)
             .await,
-        422,
+        400,
     )
     .await;
 }

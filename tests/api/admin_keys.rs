@@ -155,7 +155,7 @@ async fn a_key_is_limited_to_its_roles_and_dies_with_its_member(backend: Backend
             json!({ "name": "x", "roles": ["admin"] }),
         )
         .await;
-    assert_eq!(assert_problem(refused, 422).await["code"], "role_not_held");
+    assert_eq!(assert_problem(refused, 409).await["code"], "role_not_held");
 
     let bot = TestApp::json_ok(
         app.post_json_as(

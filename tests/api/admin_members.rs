@@ -65,7 +65,7 @@ async fn admins_manage_status_and_roles_and_suspension_bites_at_once(backend: Ba
             Some(json!({ "role": "wizard" })),
         )
         .await,
-        422,
+        409,
     )
     .await;
     let revoked = TestApp::json_ok(
@@ -126,7 +126,7 @@ async fn admins_manage_status_and_roles_and_suspension_bites_at_once(backend: Ba
             Some(json!({ "status": "gone" })),
         )
         .await,
-        422,
+        400,
     )
     .await;
     let active = TestApp::json_ok(

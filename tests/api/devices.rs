@@ -172,7 +172,7 @@ async fn a_wrong_pick_ends_the_request(backend: Backend) {
             json!({ "email": ADMIN, "code": mail.code }),
         )
         .await;
-    assert_eq!(by_code.status(), 400);
+    assert_eq!(by_code.status(), 401);
 }
 
 async fn without_a_waiting_device_the_link_works_as_before(backend: Backend) {

@@ -47,10 +47,7 @@ async fn malformed_requests_get_problem_documents(backend: Backend) {
     assert_problem(injected, 422).await;
 
     let neither = app.post_json("/v1/auth/verify", json!({})).await;
-    assert_eq!(
-        assert_problem(neither, 400).await["code"],
-        "invalid_verify_request"
-    );
+    assert_eq!(assert_problem(neither, 400).await["code"], "invalid_body");
 
     assert_problem(
         app.client.get(app.url("/v1/nowhere")).send().await.unwrap(),
@@ -115,7 +112,10 @@ async fn bulk_allowlisting_reports_every_row_and_is_idempotent(backend: Backend)
             json!({ "email": "d@example.org", "roles": ["wizard"] }),
         )
         .await;
-    assert_problem(unknown_role, 422).await;
+    assert_eq!(
+        assert_problem(unknown_role, 409).await["code"],
+        "unknown_role"
+    );
 }
 
 async fn health_spec_and_docs_are_served(backend: Backend) {

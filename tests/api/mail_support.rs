@@ -3,7 +3,8 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse::store::{MailStatus, OutboxEntry, OutboxQuery};
@@ -20,6 +21,8 @@ pub enum Fault {
     Reply(u16),
     /// Waits this long before answering, as an overloaded server does.
     Delay(Duration),
+    /// Waits until [`Inbox::release`], however long: a server stalled in `DATA`.
+    Hold,
 }
 
 /// An SMTP server on a real port that collects every message it accepts.
@@ -28,6 +31,10 @@ pub struct Inbox {
     messages: Arc<Mutex<Vec<String>>>,
     /// Applied to the next `DATA` commands, one each, in order.
     faults: Arc<Mutex<VecDeque<Fault>>>,
+    /// `DATA` commands received, whatever came of them.
+    data_commands: Arc<AtomicUsize>,
+    /// Set by [`Inbox::release`]: held `DATA` commands go ahead.
+    released: Arc<(Mutex<bool>, Condvar)>,
     current: Vec<u8>,
 }
 
@@ -40,12 +47,21 @@ impl Handler for Inbox {
         _to: &[String],
     ) -> Response {
         self.current.clear();
+        self.data_commands.fetch_add(1, Ordering::SeqCst);
         let fault = self.faults.lock().unwrap().pop_front();
         match fault {
             None => OK,
             Some(Fault::Reply(code)) => Response::custom(code, "test fault".into()),
             Some(Fault::Delay(delay)) => {
                 std::thread::sleep(delay);
+                OK
+            }
+            Some(Fault::Hold) => {
+                let (released, ring) = &*self.released;
+                let mut go = released.lock().unwrap();
+                while !*go {
+                    go = ring.wait(go).unwrap();
+                }
                 OK
             }
         }
@@ -93,6 +109,31 @@ impl Inbox {
     /// The next `DATA` command meets `fault`.
     pub fn inject(&self, fault: Fault) {
         self.faults.lock().unwrap().push_back(fault);
+    }
+
+    /// Lets every held `DATA` command (and any later one) go ahead.
+    pub fn release(&self) {
+        let (released, ring) = &*self.released;
+        *released.lock().unwrap() = true;
+        ring.notify_all();
+    }
+
+    /// How many `DATA` commands arrived: attempts that got as far as sending.
+    pub fn data_commands(&self) -> usize {
+        self.data_commands.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `count` `DATA` commands have arrived.
+    pub async fn wait_for_data_commands(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.data_commands() < count {
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} DATA commands, got {}",
+                self.data_commands()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub fn count(&self) -> usize {

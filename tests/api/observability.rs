@@ -88,7 +88,7 @@ async fn metrics_count_the_sign_in_story_without_naming_anyone(backend: Backend)
     let refused = app
         .post_json("/v1/auth/verify", json!({ "email": member, "code": wrong }))
         .await;
-    assert_problem(refused, 400).await;
+    assert_problem(refused, 401).await;
     let grant: Value = app
         .post_json(
             "/v1/auth/verify",
@@ -104,7 +104,7 @@ async fn metrics_count_the_sign_in_story_without_naming_anyone(backend: Backend)
     let garbled = app
         .post_json("/v1/auth/verify", json!({ "token": "not-a-token" }))
         .await;
-    assert_problem(garbled, 400).await;
+    assert_problem(garbled, 401).await;
     let stranger = "stranger@example.org";
     for _ in 0..3 {
         assert_eq!(app.request_link(stranger).await.status(), 202);

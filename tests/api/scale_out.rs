@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use gatehouse::clock::Clock;
 use gatehouse::config::DatabaseUrl;
 use gatehouse::domain::{Email, OpaqueToken};
-use gatehouse::store::{AuditEntry, DynStore, NewMagicLink, NewMail};
+use gatehouse::store::{AuditEntry, DynStore, LeaseToken, NewMagicLink, NewMail};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -192,7 +192,7 @@ async fn concurrent_outbox_claims_never_take_one_mail_twice() {
             let mut claimed = Vec::new();
             loop {
                 let batch = store
-                    .claim_due_mail(Clock::system().now(), 120, 3)
+                    .claim_due_mail(&LeaseToken::generate(), Clock::system().now(), 120, 3)
                     .await
                     .expect("claim");
                 if batch.is_empty() {

@@ -112,7 +112,7 @@ async fn open_redirect_attempts_are_refused(backend: Backend) {
                 json!({ "email": ADMIN, "redirect_to": target }),
             )
             .await;
-        let problem = assert_problem(response, 400).await;
+        let problem = assert_problem(response, 403).await;
         assert_eq!(problem["code"], "redirect_not_allowed", "{target}");
     }
     assert!(app.mail_files_to(ADMIN).is_empty());
@@ -177,7 +177,7 @@ async fn a_link_works_once(backend: Backend) {
     let replay = app
         .post_json("/v1/auth/verify", json!({ "token": mail.token }))
         .await;
-    assert_eq!(assert_problem(replay, 400).await["code"], "invalid_link");
+    assert_eq!(assert_problem(replay, 401).await["code"], "invalid_link");
     let page = app
         .client
         .post(app.url("/auth/confirm"))
@@ -197,14 +197,14 @@ async fn an_expired_link_is_refused(backend: Backend) {
     let response = app
         .post_json("/v1/auth/verify", json!({ "token": mail.token }))
         .await;
-    assert_eq!(assert_problem(response, 400).await["code"], "invalid_link");
+    assert_eq!(assert_problem(response, 401).await["code"], "invalid_link");
     let by_code = app
         .post_json(
             "/v1/auth/verify",
             json!({ "email": ADMIN, "code": mail.code }),
         )
         .await;
-    assert_problem(by_code, 400).await;
+    assert_problem(by_code, 401).await;
 }
 
 async fn concurrent_uses_of_one_link_yield_one_session(backend: Backend) {
@@ -224,7 +224,7 @@ async fn concurrent_uses_of_one_link_yield_one_session(backend: Backend) {
         "{statuses:?}"
     );
     assert_eq!(
-        statuses.iter().filter(|s| **s == 400).count(),
+        statuses.iter().filter(|s| **s == 401).count(),
         15,
         "{statuses:?}"
     );
@@ -275,7 +275,7 @@ async fn the_mailed_code_signs_in_on_another_device(backend: Backend) {
     let response = app
         .post_json("/v1/auth/verify", json!({ "token": mail.token }))
         .await;
-    assert_problem(response, 400).await;
+    assert_problem(response, 401).await;
 }
 
 async fn a_code_allows_five_guesses(backend: Backend) {
@@ -291,7 +291,7 @@ async fn a_code_allows_five_guesses(backend: Backend) {
         let response = app
             .post_json("/v1/auth/verify", json!({ "email": ADMIN, "code": wrong }))
             .await;
-        assert_eq!(assert_problem(response, 400).await["code"], "invalid_link");
+        assert_eq!(assert_problem(response, 401).await["code"], "invalid_link");
     }
     let response = app
         .post_json(
@@ -299,7 +299,7 @@ async fn a_code_allows_five_guesses(backend: Backend) {
             json!({ "email": ADMIN, "code": mail.code }),
         )
         .await;
-    assert_problem(response, 400).await;
+    assert_problem(response, 401).await;
     // The link itself still works: guessing burns the code, not the mailed link.
     let response = app
         .post_json("/v1/auth/verify", json!({ "token": mail.token }))

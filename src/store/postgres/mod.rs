@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
@@ -52,8 +53,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// lets chunks be inserted without `ON CONFLICT`.
 const ROSTER_LOCK: i64 = 0x6761_7465_686f_7573; // "gatehous"
 
+/// The advisory lock an instance holds for a housekeeping round, so that one
+/// instance prunes at a time and the others skip the round.
+pub const HOUSEKEEPING_LOCK: i64 = 0x6761_7465_6b65_6570; // "gatekeep"
+
 pub struct Postgres {
     pool: PgPool,
+    /// How to connect, for the housekeeping lock's own connection.
+    options: PgConnectOptions,
     /// Connections with `synchronous_commit = off`, for rate-limit counters only.
     /// Every request from one address updates the same row, and a durable commit
     /// holds that row's lock through a WAL flush, so durable counting would
@@ -110,7 +117,8 @@ impl PostgresStore {
             .await?;
         let freshness = Freshness::shared();
         Ok(SqlStore::new(Postgres {
-            _notices: ChangeNotices::start(options, freshness.clone()),
+            _notices: ChangeNotices::start(options.clone(), freshness.clone()),
+            options,
             freshness,
             sessions: Coalescer::new(live_sessions(pool.clone())),
             keys: Coalescer::new(keys_with_members(pool.clone())),
@@ -172,6 +180,37 @@ impl Backend for Postgres {
 
     /// A chunk is one `UNNEST` statement, whatever its size.
     const IMPORT_ROWS_PER_STATEMENT: usize = IMPORT_CHUNK;
+
+    /// A session-level advisory lock, on a connection of its own outside the
+    /// pool: the round's batches are separate transactions, so the lock must
+    /// outlive each of them, and a pooled connection returned still holding
+    /// it would keep every instance from pruning. A round that fails drops
+    /// the connection, and the server ends the session with its lock.
+    type HousekeepingLock = PgConnection;
+
+    async fn try_lock_housekeeping(&self) -> StoreResult<Option<PgConnection>> {
+        let mut conn = PgConnection::connect_with(&self.options).await?;
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(HOUSEKEEPING_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if locked {
+            return Ok(Some(conn));
+        }
+        conn.close().await?;
+        Ok(None)
+    }
+
+    /// Unlocks before closing: the server ends a closed session's locks only
+    /// once its process has noticed, and the next round may come sooner.
+    async fn unlock_housekeeping(mut lock: PgConnection) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(HOUSEKEEPING_LOCK)
+            .execute(&mut lock)
+            .await?;
+        lock.close().await?;
+        Ok(())
+    }
 
     /// An advisory lock held until the import's transaction ends.
     async fn lock_roster(tx: &mut PgConnection) -> StoreResult<()> {

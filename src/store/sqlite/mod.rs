@@ -171,6 +171,18 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    /// One process owns the file; its one housekeeping job never overlaps
+    /// itself, and the writer serialises the deletes anyway.
+    type HousekeepingLock = ();
+
+    async fn try_lock_housekeeping(&self) -> StoreResult<Option<()>> {
+        Ok(Some(()))
+    }
+
+    async fn unlock_housekeeping(_lock: ()) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// One SELECT of the entries already listed, one multi-row INSERT of the
     /// new ones, one UPDATE per listed entry whose roles change.
     async fn write_import_chunk(

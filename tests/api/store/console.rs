@@ -3,7 +3,7 @@
 //! and their import (gone after a day).
 
 use gatehouse::domain::MemberStatus;
-use gatehouse::store::{Overview, STAGED_UPLOAD_TTL_SECS, StagedUpload};
+use gatehouse::store::{Overview, Retention, STAGED_UPLOAD_TTL_SECS, StagedUpload};
 
 use super::*;
 
@@ -96,7 +96,7 @@ async fn a_staged_upload_is_kept_whole_until_discarded_or_a_day_old(kind: StoreU
         ("admin-id", "roster.csv")
     );
 
-    store.purge_expired(NOW).await.unwrap();
+    store.prune(NOW, &Retention::default(), 100).await.unwrap();
     assert!(
         store.staged_upload("stale").await.unwrap().is_none(),
         "a day old: purged"

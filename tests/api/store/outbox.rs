@@ -1,11 +1,11 @@
-//! The mail outbox: leases (`claim_due_mail`), outcomes (`finish_mail(s)`),
-//! what operators see (`outbox_page`, `outbox_counts`) and do
+//! The mail outbox: leases (`claim_due_mail`, `renew_mail_lease`), outcomes
+//! under a lease (`finish_mail(s)`), what operators see (`outbox_page`, `outbox_counts`) and do
 //! (`requeue_failed_mail`). Mail enters the outbox with its sign-in link.
 
 use std::collections::HashSet;
 
 use gatehouse::store::{
-    MailResult, MailStatus, OutboxCounts, OutboxEntry, OutboxQuery, RequeueOutcome,
+    LeaseToken, MailResult, MailStatus, OutboxCounts, OutboxEntry, OutboxQuery, RequeueOutcome,
 };
 
 use super::*;
@@ -29,9 +29,14 @@ async fn queue_mails(store: &DynStore, n: usize, now: i64) -> Vec<String> {
     ids
 }
 
+/// Claims under a lease of its own; the ids, sorted.
 async fn claim(store: &DynStore, now: i64, limit: i64) -> Vec<String> {
+    claim_as(store, &LeaseToken::generate(), now, limit).await
+}
+
+async fn claim_as(store: &DynStore, lease: &LeaseToken, now: i64, limit: i64) -> Vec<String> {
     let mut ids: Vec<String> = store
-        .claim_due_mail(now, LEASE, limit)
+        .claim_due_mail(lease, now, LEASE, limit)
         .await
         .expect("claim")
         .into_iter()
@@ -71,7 +76,10 @@ async fn a_claimed_mail_is_not_claimed_again_until_its_lease_ends(kind: StoreUnd
     let request = LinkRequest::new("reader@example.org", NOW);
     assert!(request.send(&store).await);
 
-    let claimed = store.claim_due_mail(NOW, LEASE, 10).await.unwrap();
+    let claimed = store
+        .claim_due_mail(&LeaseToken::generate(), NOW, LEASE, 10)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     let mail = &claimed[0];
     assert_eq!(mail.id, request.mail.id);
@@ -144,10 +152,12 @@ async fn concurrent_claims_take_disjoint_mails(kind: StoreUnderTest) {
 async fn each_outcome_of_a_delivery_is_recorded(kind: StoreUnderTest) {
     let (_guard, store) = open(kind).await;
     let ids = queue_mails(&store, 4, NOW).await;
-    assert_eq!(claim(&store, NOW, 10).await.len(), 4);
+    let lease = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &lease, NOW, 10).await.len(), 4);
 
     store
         .finish_mails(
+            &lease,
             &[
                 (ids[0].clone(), MailResult::Sent),
                 (
@@ -200,7 +210,10 @@ async fn each_outcome_of_a_delivery_is_recorded(kind: StoreUnderTest) {
         claim(&store, NOW + 299, 10).await.is_empty(),
         "only the retry is queued"
     );
-    let again = store.claim_due_mail(NOW + 300, LEASE, 10).await.unwrap();
+    let again = store
+        .claim_due_mail(&LeaseToken::generate(), NOW + 300, LEASE, 10)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(
         (again[0].id.as_str(), again[0].attempts),
@@ -211,6 +224,8 @@ async fn each_outcome_of_a_delivery_is_recorded(kind: StoreUnderTest) {
 async fn one_outcome_at_a_time_is_recorded_too(kind: StoreUnderTest) {
     let (_guard, store) = open(kind).await;
     let ids = queue_mails(&store, 4, NOW).await;
+    let lease = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &lease, NOW, 10).await.len(), 4);
     let outcomes = [
         MailResult::Sent,
         MailResult::Retry {
@@ -223,7 +238,10 @@ async fn one_outcome_at_a_time_is_recorded_too(kind: StoreUnderTest) {
         MailResult::Expired,
     ];
     for (id, outcome) in ids.iter().zip(outcomes) {
-        store.finish_mail(id, outcome, NOW + 1).await.unwrap();
+        store
+            .finish_mail(&lease, id, outcome, NOW + 1)
+            .await
+            .unwrap();
     }
     let statuses: Vec<MailStatus> = {
         let mut statuses = Vec::new();
@@ -241,18 +259,21 @@ async fn one_outcome_at_a_time_is_recorded_too(kind: StoreUnderTest) {
             MailStatus::Expired
         ]
     );
-    store.finish_mails(&[], NOW + 2).await.unwrap();
+    store.finish_mails(&lease, &[], NOW + 2).await.unwrap();
 }
 
 async fn a_final_state_is_never_overwritten(kind: StoreUnderTest) {
     let (_guard, store) = open(kind).await;
     let ids = queue_mails(&store, 3, NOW).await;
+    let lease = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &lease, NOW, 10).await.len(), 3);
     store
-        .finish_mail(&ids[0], MailResult::Sent, NOW + 1)
+        .finish_mail(&lease, &ids[0], MailResult::Sent, NOW + 1)
         .await
         .unwrap();
     store
         .finish_mail(
+            &lease,
             &ids[1],
             MailResult::Failed {
                 error: "refused".into(),
@@ -262,14 +283,19 @@ async fn a_final_state_is_never_overwritten(kind: StoreUnderTest) {
         .await
         .unwrap();
     store
-        .finish_mail(&ids[2], MailResult::Expired, NOW + 1)
+        .finish_mail(&lease, &ids[2], MailResult::Expired, NOW + 1)
         .await
         .unwrap();
     let before: Vec<OutboxEntry> = page(&store, None, None, 10).await;
 
-    for id in &ids {
+    // Neither the lease that recorded them nor any other changes them.
+    for (id, late_lease) in ids
+        .iter()
+        .flat_map(|id| [(id, lease.clone()), (id, LeaseToken::generate())])
+    {
         store
             .finish_mails(
+                &late_lease,
                 &[
                     (id.clone(), MailResult::Sent),
                     (
@@ -291,7 +317,10 @@ async fn a_final_state_is_never_overwritten(kind: StoreUnderTest) {
             MailResult::Expired,
             MailResult::Sent,
         ] {
-            store.finish_mail(id, late, NOW + 3).await.unwrap();
+            store
+                .finish_mail(&late_lease, id, late, NOW + 3)
+                .await
+                .unwrap();
         }
     }
 
@@ -317,12 +346,19 @@ async fn a_final_state_is_never_overwritten(kind: StoreUnderTest) {
 async fn the_outbox_is_listed_newest_first_by_status_in_pages(kind: StoreUnderTest) {
     let (_guard, store) = open(kind).await;
     let ids = queue_mails(&store, 5, NOW).await;
+    let entry = entry_of(&store, &ids[0]).await;
+    assert_eq!(entry.recipient, "reader@example.org");
+    assert_eq!(entry.kind, "sign_in");
+    assert_eq!((entry.created_at, entry.next_attempt_at), (NOW, NOW));
+    assert_eq!(entry.expires_at, Some(NOW + LINK_TTL));
+    let lease = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &lease, NOW, 10).await.len(), 5);
     store
-        .finish_mail(&ids[1], MailResult::Sent, NOW + 1)
+        .finish_mail(&lease, &ids[1], MailResult::Sent, NOW + 1)
         .await
         .unwrap();
     store
-        .finish_mail(&ids[3], MailResult::Sent, NOW + 1)
+        .finish_mail(&lease, &ids[3], MailResult::Sent, NOW + 1)
         .await
         .unwrap();
     let listed = |entries: Vec<OutboxEntry>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
@@ -352,11 +388,6 @@ async fn the_outbox_is_listed_newest_first_by_status_in_pages(kind: StoreUnderTe
             .await
             .is_empty()
     );
-    let entry = entry_of(&store, &ids[0]).await;
-    assert_eq!(entry.recipient, "reader@example.org");
-    assert_eq!(entry.kind, "sign_in");
-    assert_eq!((entry.created_at, entry.next_attempt_at), (NOW, NOW));
-    assert_eq!(entry.expires_at, Some(NOW + LINK_TTL));
     assert_eq!(
         store.outbox_counts().await.unwrap(),
         OutboxCounts {
@@ -370,25 +401,38 @@ async fn the_outbox_is_listed_newest_first_by_status_in_pages(kind: StoreUnderTe
 async fn only_a_failed_mail_is_requeued(kind: StoreUnderTest) {
     let (_guard, store) = open(kind).await;
     let ids = queue_mails(&store, 3, NOW).await;
+    let lease = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &lease, NOW, 10).await.len(), 3);
     store
-        .finish_mail(&ids[0], MailResult::Sent, NOW + 1)
+        .finish_mail(&lease, &ids[0], MailResult::Sent, NOW + 1)
         .await
         .unwrap();
-    for _ in 0..2 {
-        store
-            .finish_mail(
-                &ids[1],
-                MailResult::Retry {
-                    next_attempt_at: NOW + 2,
-                    error: "busy".into(),
-                },
-                NOW + 1,
-            )
-            .await
-            .unwrap();
-    }
+    let busy = |at: i64| MailResult::Retry {
+        next_attempt_at: at,
+        error: "busy".into(),
+    };
+    store
+        .finish_mail(&lease, &ids[1], busy(NOW + 2), NOW + 1)
+        .await
+        .unwrap();
+    // Due again while ids[2] is still leased.
+    let lease = LeaseToken::generate();
+    assert_eq!(
+        claim_as(&store, &lease, NOW + 2, 10).await,
+        [ids[1].clone()]
+    );
+    store
+        .finish_mail(&lease, &ids[1], busy(NOW + 3), NOW + 2)
+        .await
+        .unwrap();
+    let lease = LeaseToken::generate();
+    assert_eq!(
+        claim_as(&store, &lease, NOW + 3, 10).await,
+        [ids[1].clone()]
+    );
     store
         .finish_mail(
+            &lease,
             &ids[1],
             MailResult::Failed {
                 error: "gave up".into(),
@@ -432,14 +476,152 @@ async fn only_a_failed_mail_is_requeued(kind: StoreUnderTest) {
         requeue(ids[1].clone()).await,
         RequeueOutcome::NotFailed(MailStatus::Queued)
     ));
-    let due = store.claim_due_mail(NOW + 10, LEASE, 10).await.unwrap();
+    let due = store
+        .claim_due_mail(&LeaseToken::generate(), NOW + 10, LEASE, 10)
+        .await
+        .unwrap();
     assert!(
         due.iter()
             .any(|mail| mail.id == ids[1] && mail.attempts == 0)
     );
 }
 
+/// A claim writes its token: renewing under it extends the lease (and only
+/// under it), so a renewed mail is not due at the end of its first lease.
+async fn a_lease_is_renewed_only_under_the_token_that_claimed_it(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let mut ids = queue_mails(&store, 2, NOW).await;
+    ids.sort();
+    let lease = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &lease, NOW, 10).await, ids);
+
+    let other = LeaseToken::generate();
+    assert!(
+        store
+            .renew_mail_lease(&other, NOW + 500)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another token holds nothing"
+    );
+    assert_eq!(
+        claim(&store, NOW + LEASE, 10).await,
+        ids,
+        "a renewal under another token extended nothing"
+    );
+    // That claim took them: the first lease holds nothing now.
+    assert!(
+        store
+            .renew_mail_lease(&lease, NOW + 500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let lease = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &lease, NOW + 2 * LEASE, 10).await, ids);
+    let mut held = store
+        .renew_mail_lease(&lease, NOW + 3 * LEASE + 30)
+        .await
+        .unwrap();
+    held.sort();
+    assert_eq!(held, ids, "the claim's own token holds both");
+    assert!(
+        claim(&store, NOW + 3 * LEASE, 10).await.is_empty(),
+        "past the first lease's end, the renewed lease holds"
+    );
+    assert_eq!(
+        entry_of(&store, &ids[0]).await.next_attempt_at,
+        NOW + 3 * LEASE + 30
+    );
+
+    // A recorded mail leaves the lease: renewing does not push its retry back.
+    store
+        .finish_mail(
+            &lease,
+            &ids[0],
+            MailResult::Retry {
+                next_attempt_at: NOW + 3 * LEASE + 10,
+                error: "busy".into(),
+            },
+            NOW + 3 * LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.renew_mail_lease(&lease, NOW + 10_000).await.unwrap(),
+        [ids[1].clone()]
+    );
+    assert_eq!(
+        entry_of(&store, &ids[0]).await.next_attempt_at,
+        NOW + 3 * LEASE + 10
+    );
+}
+
+/// A lease that ran out is claimed by another; from then on only the new
+/// holder's outcome is written, and the stale claimer's changes nothing.
+async fn a_stale_claimer_cannot_record_an_outcome(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let ids = queue_mails(&store, 1, NOW).await;
+    let stale = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &stale, NOW, 10).await, ids);
+    let fresh = LeaseToken::generate();
+    assert_eq!(
+        claim_as(&store, &fresh, NOW + LEASE, 10).await,
+        ids,
+        "the expired lease is claimable by another token"
+    );
+
+    for late in [
+        MailResult::Sent,
+        MailResult::Failed {
+            error: "late".into(),
+        },
+        MailResult::Expired,
+        MailResult::Retry {
+            next_attempt_at: NOW + 5,
+            error: "late".into(),
+        },
+    ] {
+        store
+            .finish_mail(&stale, &ids[0], late, NOW + LEASE + 1)
+            .await
+            .unwrap();
+    }
+    let entry = entry_of(&store, &ids[0]).await;
+    assert_eq!(
+        (
+            entry.status,
+            entry.attempts,
+            entry.last_error,
+            entry.next_attempt_at
+        ),
+        (MailStatus::Queued, 0, None, NOW + 2 * LEASE),
+        "the stale claimer's outcomes changed nothing"
+    );
+    assert_eq!(
+        store
+            .renew_mail_lease(&fresh, NOW + 2 * LEASE + 5)
+            .await
+            .unwrap(),
+        ids,
+        "the new holder still holds it"
+    );
+
+    store
+        .finish_mail(&fresh, &ids[0], MailResult::Sent, NOW + LEASE + 2)
+        .await
+        .unwrap();
+    let entry = entry_of(&store, &ids[0]).await;
+    assert_eq!(
+        (entry.status, entry.attempts, entry.sent_at),
+        (MailStatus::Sent, 1, Some(NOW + LEASE + 2))
+    );
+}
+
 store_tests!(
+    a_lease_is_renewed_only_under_the_token_that_claimed_it,
+    a_stale_claimer_cannot_record_an_outcome,
     a_claimed_mail_is_not_claimed_again_until_its_lease_ends,
     only_due_mail_is_claimed_and_at_most_the_limit,
     concurrent_claims_take_disjoint_mails,

@@ -544,6 +544,47 @@ async fn withdrawing_a_batch_removes_only_its_unclaimed_addresses(kind: StoreUnd
     assert_eq!(unknown, None);
 }
 
+/// A batch named after rows were sent (a JSON body may list `batch_id` after
+/// its addresses): what this import added moves to the name, what was listed
+/// before keeps its batch, and the batch is recorded under the name.
+async fn a_batch_named_late_takes_the_entries_added_so_far(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    import(&store, "b0", vec![entry("a@example.org", &[])], false, NOW).await;
+    let result = stream(
+        &store,
+        upload("batch-provisional", false, NOW + 1),
+        vec![
+            ImportChunk::Rows(vec![
+                entry("a@example.org", &[]),
+                entry("b@example.org", &[]),
+            ]),
+            ImportChunk::Rename("named".into()),
+            ImportChunk::Rows(vec![entry("c@example.org", &[])]),
+            finish(3, 0, 0),
+        ],
+    )
+    .await;
+    assert_eq!(result, Some(counts(2, 0, 1)));
+
+    let batch_of = |batch: &str| EligibleFilter {
+        batch_id: Some(batch.into()),
+        ..everything()
+    };
+    let named = eligible(&store, batch_of("named")).await;
+    assert_eq!(addresses(&named), ["b@example.org", "c@example.org"]);
+    let earlier = eligible(&store, batch_of("b0")).await;
+    assert_eq!(addresses(&earlier), ["a@example.org"]);
+    assert!(
+        eligible(&store, batch_of("batch-provisional"))
+            .await
+            .is_empty()
+    );
+    let batches = store.list_batches(None, 10).await.unwrap();
+    let ids: Vec<&str> = batches.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["named", "b0"]);
+    assert_eq!((batches[0].added, batches[0].remaining), (2, 2));
+}
+
 store_tests!(
     an_import_counts_added_updated_and_unchanged_addresses,
     an_import_records_its_batch_and_the_parsers_figures,
@@ -556,4 +597,5 @@ store_tests!(
     an_address_is_removed_from_the_allowlist_once,
     batches_are_listed_newest_first_in_pages,
     withdrawing_a_batch_removes_only_its_unclaimed_addresses,
+    a_batch_named_late_takes_the_entries_added_so_far,
 );

@@ -4,7 +4,9 @@
 //! endpoint, and redelivery.
 
 use gatehouse::domain::EventType;
-use gatehouse::store::{DeliveryStatus, NewWebhook, RedeliverOutcome, WebhookPatch, WebhookResult};
+use gatehouse::store::{
+    DeliveryStatus, LeaseToken, NewWebhook, RedeliverOutcome, WebhookPatch, WebhookResult,
+};
 
 use super::*;
 
@@ -30,9 +32,14 @@ async fn endpoint(store: &DynStore, events: &[EventType], now: i64) -> String {
     id
 }
 
+/// Claims under a lease of its own.
 async fn claim(store: &DynStore, now: i64) -> Vec<(String, String)> {
+    claim_as(store, &LeaseToken::generate(), now).await
+}
+
+async fn claim_as(store: &DynStore, lease: &LeaseToken, now: i64) -> Vec<(String, String)> {
     store
-        .claim_due_webhooks(now, LEASE, 10)
+        .claim_due_webhooks(lease, now, LEASE, 10)
         .await
         .expect("claim")
         .into_iter()
@@ -89,7 +96,12 @@ async fn a_lease_hands_each_delivery_to_one_claimer_until_it_runs_out(kind: Stor
     let first = claim(&store, now).await;
     assert_eq!(first.len(), 1);
     assert!(claim(&store, now).await.is_empty(), "leased");
-    assert_eq!(claim(&store, now + LEASE).await, first, "the lease ran out");
+    let lease = LeaseToken::generate();
+    assert_eq!(
+        claim_as(&store, &lease, now + LEASE).await,
+        first,
+        "the lease ran out"
+    );
 
     let outcome = WebhookResult::Retry {
         next_attempt_at: now + 500,
@@ -97,7 +109,7 @@ async fn a_lease_hands_each_delivery_to_one_claimer_until_it_runs_out(kind: Stor
         error: "HTTP 500".into(),
     };
     store
-        .finish_webhooks(&[(first[0].clone(), outcome)], 86_400, now + LEASE)
+        .finish_webhooks(&lease, &[(first[0].clone(), outcome)], 86_400, now + LEASE)
         .await
         .unwrap();
     assert_eq!(
@@ -108,20 +120,35 @@ async fn a_lease_hands_each_delivery_to_one_claimer_until_it_runs_out(kind: Stor
     assert_eq!(failing.failing_since, Some(now + LEASE));
     assert!(claim(&store, now + 499).await.is_empty());
 
+    let stale = lease;
+    let lease = LeaseToken::generate();
+    assert_eq!(claim_as(&store, &lease, now + 500).await, first);
     let delivered = WebhookResult::Delivered { status: 204 };
     store
-        .finish_webhooks(&[(first[0].clone(), delivered.clone())], 86_400, now + 500)
+        .finish_webhooks(
+            &lease,
+            &[(first[0].clone(), delivered.clone())],
+            86_400,
+            now + 500,
+        )
         .await
         .unwrap();
-    // A late outcome of an earlier lease does not undo the final state.
+    // A late outcome, of this lease or an earlier one, does not undo the final state.
     let late = WebhookResult::Failed {
         status: None,
         error: "late".into(),
     };
-    store
-        .finish_webhooks(&[(first[0].clone(), late)], 86_400, now + 501)
-        .await
-        .unwrap();
+    for lease in [&lease, &stale] {
+        store
+            .finish_webhooks(
+                lease,
+                &[(first[0].clone(), late.clone())],
+                86_400,
+                now + 501,
+            )
+            .await
+            .unwrap();
+    }
     assert_eq!(
         statuses(&store, &hook).await,
         [(DeliveryStatus::Delivered, 2)]
@@ -152,20 +179,22 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_with_a_reason(kind: Stor
     let hook = endpoint(&store, &[EventType::MemberCreated], 1000).await;
     onboard(&store, "ann@example.org", &[]).await;
     let now = NOW + 10;
-    let key = claim(&store, now).await.remove(0);
+    let lease = LeaseToken::generate();
+    let key = claim_as(&store, &lease, now).await.remove(0);
     let retry = |at: i64| WebhookResult::Retry {
         next_attempt_at: at,
         status: None,
         error: "cannot connect".into(),
     };
     store
-        .finish_webhooks(&[(key.clone(), retry(now + 100))], 3600, now)
+        .finish_webhooks(&lease, &[(key.clone(), retry(now + 100))], 3600, now)
         .await
         .unwrap();
     assert!(store.webhook(&hook).await.unwrap().unwrap().enabled);
-    claim(&store, now + 3600).await;
+    let lease = LeaseToken::generate();
+    claim_as(&store, &lease, now + 3600).await;
     store
-        .finish_webhooks(&[(key, retry(now + 7200))], 3600, now + 3600)
+        .finish_webhooks(&lease, &[(key, retry(now + 7200))], 3600, now + 3600)
         .await
         .unwrap();
     let disabled = store.webhook(&hook).await.unwrap().unwrap();
@@ -235,7 +264,96 @@ async fn a_change_that_does_not_commit_leaves_no_event(kind: StoreUnderTest) {
     assert_eq!(statuses(&store, &hook).await.len(), 1);
 }
 
+/// A claim writes its token: only that token renews the lease, a renewed
+/// delivery is not due at the end of its first lease, an expired one is
+/// claimed by another token, and from then on the stale claimer's outcome
+/// changes nothing.
+async fn a_delivery_lease_is_kept_by_its_token_alone(kind: StoreUnderTest) {
+    let (_guard, store) = open(kind).await;
+    let hook = endpoint(&store, &[EventType::MemberCreated], 1000).await;
+    onboard(&store, "ann@example.org", &[]).await;
+    let now = NOW + 10;
+    let lease = LeaseToken::generate();
+    let keys = claim_as(&store, &lease, now).await;
+    assert_eq!(keys.len(), 1);
+
+    let other = LeaseToken::generate();
+    assert!(
+        store
+            .renew_webhook_lease(&other, now + 500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .renew_webhook_lease(&lease, now + 2 * LEASE)
+            .await
+            .unwrap(),
+        keys
+    );
+    assert!(
+        claim(&store, now + LEASE).await.is_empty(),
+        "renewed past the first lease's end"
+    );
+
+    let fresh = LeaseToken::generate();
+    assert_eq!(
+        claim_as(&store, &fresh, now + 2 * LEASE).await,
+        keys,
+        "the expired lease is claimable by another token"
+    );
+    assert!(
+        store
+            .renew_webhook_lease(&lease, now + 10_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the stale claimer holds nothing"
+    );
+    let delivered = WebhookResult::Delivered { status: 200 };
+    store
+        .finish_webhooks(
+            &lease,
+            &[(keys[0].clone(), delivered)],
+            86_400,
+            now + 2 * LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&store, &hook).await,
+        [(DeliveryStatus::Pending, 0)],
+        "the stale claimer's outcome changed nothing"
+    );
+
+    let retry = WebhookResult::Retry {
+        next_attempt_at: now + 2 * LEASE + 30,
+        status: Some(503),
+        error: "HTTP 503".into(),
+    };
+    store
+        .finish_webhooks(&fresh, &[(keys[0].clone(), retry)], 86_400, now + 2 * LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&store, &hook).await,
+        [(DeliveryStatus::Pending, 1)]
+    );
+    assert!(
+        store
+            .renew_webhook_lease(&fresh, now + 10_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a recorded delivery leaves the lease"
+    );
+    assert!(claim(&store, now + 2 * LEASE + 29).await.is_empty());
+    assert_eq!(claim(&store, now + 2 * LEASE + 30).await, keys);
+}
+
 store_tests!(
+    a_delivery_lease_is_kept_by_its_token_alone,
     changes_write_events_only_for_listening_endpoints,
     a_lease_hands_each_delivery_to_one_claimer_until_it_runs_out,
     an_endpoint_failing_past_the_limit_is_disabled_with_a_reason,
