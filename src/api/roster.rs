@@ -13,7 +13,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::TrustedProxies;
 use super::eligible::ImportReportView;
-use super::input::{BatchIdText, CursorText, EmailText, RoleText};
+use super::input::{BatchIdText, CursorText, EmailInPathText, EmailText, RoleText};
 use super::members::actor;
 use super::paging::{self, CsvResponse};
 use super::views::timestamp;
@@ -388,7 +388,7 @@ impl RosterApi {
     async fn remove(
         &self,
         auth: AdminAuth,
-        email: Path<EmailText>,
+        email: Path<EmailInPathText>,
         req: &Request,
     ) -> Result<Removed, ApiError> {
         let email = email.email()?;

@@ -243,6 +243,50 @@ async fn the_server_refuses_what_the_spec_refuses_and_takes_what_it_allows(backe
     assert_problem(app.get_as("/v1/admin/members?cursor=A", &admin).await, 400).await;
 }
 
+/// In a path `%` escapes: an address is named there escaped (`@` as `%40` or
+/// not, `/` as `%2F`), and one with a `%` of its own is refused rather than
+/// read two ways (the spec's path pattern leaves `%` out).
+async fn an_address_in_a_path_is_read_one_way(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parameter = &spec["paths"]["/v1/admin/eligible-emails/{email}"]["delete"]["parameters"][0];
+    let pattern = parameter["schema"]["pattern"].as_str().unwrap();
+    assert!(pattern.contains('@') && !pattern.contains('%'), "{pattern}");
+
+    for email in ["ada@example.org", "a/b@example.org", "a%41@example.org"] {
+        app.allowlist(&admin, email, &[]).await;
+    }
+    let delete = |path: &'static str| app.send_as(Method::DELETE, path, &admin, None);
+    for (path, status) in [
+        ("/v1/admin/eligible-emails/ada%40example.org", 204),
+        ("/v1/admin/eligible-emails/a%2Fb@example.org", 204),
+        // An unescaped `%41` is `A`: this names aA@example.org, not listed.
+        ("/v1/admin/eligible-emails/a%41@example.org", 404),
+    ] {
+        assert_eq!(delete(path).await.status(), status, "{path}");
+    }
+    let refused = delete("/v1/admin/eligible-emails/a%2541@example.org").await;
+    assert_eq!(assert_problem(refused, 422).await["code"], "invalid_email");
+    let listed = TestApp::json_ok(app.get_as("/v1/admin/eligible-emails", &admin).await, 200).await;
+    let emails: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["email"].as_str())
+        .collect();
+    assert!(emails.contains(&"a%41@example.org"), "{emails:?}");
+    assert!(!emails.contains(&"a/b@example.org"), "{emails:?}");
+}
+
 async fn absent_fields_are_left_out_never_null(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (key, _) = admin_key(&app).await;
@@ -301,5 +345,6 @@ backend_tests!(
     an_unsupported_method_is_405_with_allow_before_any_body_check,
     json_types_are_strict,
     the_server_refuses_what_the_spec_refuses_and_takes_what_it_allows,
+    an_address_in_a_path_is_read_one_way,
     absent_fields_are_left_out_never_null,
 );
