@@ -74,11 +74,11 @@ static COMPILED: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
         LABEL,
     ]
     .into_iter()
-        .map(|pattern| {
-            let regex = Regex::new(pattern).expect("the forms' patterns are valid regexes");
-            (pattern, regex)
-        })
-        .collect()
+    .map(|pattern| {
+        let regex = Regex::new(pattern).expect("the forms' patterns are valid regexes");
+        (pattern, regex)
+    })
+    .collect()
 });
 
 /// Whether `text` matches `pattern`, one of the forms' patterns above (any
