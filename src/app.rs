@@ -321,7 +321,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         state.settings.max_body_bytes,
         state.settings.max_import_bytes,
     );
-    let allowed = AllowedMethods::of::<crate::api::Apis>();
+    let allowed = AllowedMethods::of::<crate::api::Documented<crate::api::Apis>>();
     Route::new()
         .nest(
             "/",

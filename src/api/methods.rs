@@ -5,6 +5,11 @@
 //! middleware ran, so a `POST` to a GET-only path met the body checks first
 //! (415 for a missing content type) and a 405 carried no `Allow`. The table
 //! here is read from the spec's own operations, so it cannot drift from them.
+//!
+//! In debug builds (the tests, the fuzzer's server) the same table holds each
+//! operation's listed statuses, and an answer with a status the spec does not
+//! list becomes a 500 `undocumented_status`: the whole test suite checks the
+//! spec's response lists (`responses.rs`) that way.
 
 use std::sync::Arc;
 
@@ -25,27 +30,36 @@ struct Template {
     /// The `Allow` header's value, e.g. `GET, HEAD, POST`.
     allow: HeaderValue,
     methods: Vec<Method>,
+    /// Each method's listed statuses (HEAD has GET's).
+    statuses: Statuses,
 }
+
+/// The statuses the spec lists, for each method of one path.
+type Statuses = Vec<(Method, Vec<u16>)>;
 
 impl AllowedMethods {
     /// The table for the operations of `T`.
     pub fn of<T: OpenApi>() -> Self {
         // Several API structs may share a path (GET and POST of one
         // collection in two files): their methods add up.
-        let mut paths: Vec<(String, Vec<Method>)> = Vec::new();
+        let mut paths: Vec<(String, Statuses)> = Vec::new();
         for path in T::meta().into_iter().flat_map(|api| api.paths) {
-            let methods = path.operations.iter().map(|op| op.method.clone());
+            let operations = path.operations.iter().map(|op| {
+                let statuses = op.responses.responses.iter().filter_map(|r| r.status);
+                (op.method.clone(), statuses.collect())
+            });
             match paths.iter_mut().find(|(p, _)| *p == path.path) {
-                Some((_, known)) => known.extend(methods),
-                None => paths.push((path.path, methods.collect())),
+                Some((_, known)) => known.extend(operations),
+                None => paths.push((path.path, operations.collect())),
             }
         }
         let mut templates = Vec::new();
-        for (path, mut methods) in paths {
-            // poem answers HEAD wherever GET is answered.
-            if methods.contains(&Method::GET) {
-                methods.push(Method::HEAD);
+        for (path, mut statuses) in paths {
+            if let Some((_, get)) = statuses.iter().find(|(m, _)| m == Method::GET) {
+                statuses.push((Method::HEAD, get.clone()));
             }
+            let mut methods: Vec<Method> = statuses.iter().map(|(m, _)| m.clone()).collect();
+            // poem answers HEAD wherever GET is answered (added above).
             methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             methods.dedup();
             let allow = methods
@@ -62,6 +76,7 @@ impl AllowedMethods {
                     .collect(),
                 allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("")),
                 methods,
+                statuses,
             });
         }
         Self(templates.into())
@@ -95,7 +110,8 @@ pub async fn refuse_other_methods<E: Endpoint>(
     req: Request,
     table: AllowedMethods,
 ) -> poem::Result<Response> {
-    if let Some(template) = table.route(req.uri().path())
+    let template = table.route(req.uri().path());
+    if let Some(template) = template
         && !template.methods.contains(req.method())
     {
         let status = StatusCode::METHOD_NOT_ALLOWED;
@@ -110,5 +126,42 @@ pub async fn refuse_other_methods<E: Endpoint>(
             .insert(header::ALLOW, template.allow.clone());
         return Ok(response);
     }
-    Ok(next.call(req).await?.into_response())
+    // What was asked, for the debug builds' check (a release build skips it).
+    let asked = (cfg!(debug_assertions) && template.is_some())
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let answer = next.call(req).await.map(IntoResponse::into_response);
+    if let (Some(template), Some((method, path))) = (template, asked)
+        && let Some(undocumented) = template.undocumented(&method, &path, &answer)
+    {
+        return Ok(undocumented);
+    }
+    answer
+}
+
+impl Template {
+    /// A 500 in place of `answer` when the spec does not list its status for
+    /// `method` (checked in debug builds only; see the module doc).
+    fn undocumented(
+        &self,
+        method: &Method,
+        path: &str,
+        answer: &poem::Result<Response>,
+    ) -> Option<Response> {
+        let status = match answer {
+            Ok(response) => response.status(),
+            Err(err) => err.status(),
+        };
+        let (_, listed) = self.statuses.iter().find(|(m, _)| m == method)?;
+        if listed.contains(&status.as_u16()) {
+            return None;
+        }
+        let detail = format!("{method} {path} answered {status}, which the spec does not list");
+        tracing::error!(%detail, "undocumented status");
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        Some(problem_response(&problem(
+            status,
+            "undocumented_status",
+            Some(detail),
+        )))
+    }
 }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pages;
 pub mod paging;
+pub mod responses;
 pub mod roles;
 pub mod roster;
 pub mod security;
@@ -34,6 +35,7 @@ use poem::http::Method;
 use poem_openapi::registry::{MetaApi, Registry};
 use poem_openapi::{OpenApi, OpenApiService};
 
+pub use responses::Documented;
 pub use security::{AdminAuth, BearerAuth, KeyAuth};
 
 use crate::admin::AdminService;
@@ -107,7 +109,7 @@ pub type Apis = (
 /// The security schemes run before any handler, so they find the
 /// [`AuthService`] and the [`TrustedProxies`] in the request's data: the
 /// route that serves this must carry both.
-pub fn service(services: &ApiServices, server: &str) -> OpenApiService<Apis, ()> {
+pub fn service(services: &ApiServices, server: &str) -> OpenApiService<Documented<Apis>, ()> {
     let s = services;
     let apis = (
         auth::AuthApi {
@@ -171,13 +173,13 @@ pub fn service(services: &ApiServices, server: &str) -> OpenApiService<Apis, ()>
             store: s.store.clone(),
         },
     );
-    describe(apis, server)
+    describe(Documented(apis), server)
 }
 
 /// The OpenAPI document (JSON), without building a single service: the
 /// `openapi` command prints it with no database at hand.
 pub fn spec(server: &str) -> String {
-    describe(SpecOnly::<Apis>(PhantomData), server).spec()
+    describe(SpecOnly::<Documented<Apis>>(PhantomData), server).spec()
 }
 
 fn describe<T: OpenApi>(apis: T, server: &str) -> OpenApiService<T, ()> {
