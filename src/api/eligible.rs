@@ -1,7 +1,11 @@
 use poem::{Body, Request, RequestBody};
 use poem_openapi::payload::{Json, ParsePayload, Payload};
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use std::borrow::Cow;
+
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiRequest, Object, OpenApi};
+use serde_json::Value;
 use tokio_util::io::SyncIoBridge;
 
 use super::input::BatchIdText;
@@ -21,9 +25,91 @@ pub struct EligibleApi {
 // The body's shape, for the spec; [`BulkStream`] reads it as it arrives.
 #[derive(Debug, Object)]
 pub struct BulkRequest {
-    pub emails: Vec<String>,
+    /// Each an address, or an address with its roles (as a CSV row has them).
+    pub emails: Vec<BulkItem>,
     /// Groups the upload so it can be listed and withdrawn; generated when absent or empty.
     pub batch_id: Option<BatchIdText>,
+}
+
+/// One row of a bulk roster, for the spec only (the streaming import reads
+/// the body): an address, or `{email, roles}`. Written by hand because the
+/// derived `oneOf` also says `type: object`, which would refuse the plain
+/// address, and a derived object cannot say "no other field".
+#[derive(Debug)]
+pub struct BulkItem;
+
+impl BulkItem {
+    fn schema() -> MetaSchema {
+        let string = || MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")));
+        // No value has a length of at least 1 and at most 0: no other field.
+        let no_other_field = MetaSchema {
+            min_length: Some(1),
+            max_length: Some(0),
+            ..MetaSchema::new("string")
+        };
+        let row = MetaSchema {
+            description: Some(
+                "An address with the roles it is allowlisted with; a role that does not \
+                 exist makes the row invalid in the report. No other field is taken.",
+            ),
+            required: vec!["email"],
+            properties: vec![
+                ("email", string()),
+                (
+                    "roles",
+                    MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        items: Some(Box::new(string())),
+                        ..MetaSchema::new("array")
+                    })),
+                ),
+            ],
+            additional_properties: Some(Box::new(MetaSchemaRef::Inline(Box::new(no_other_field)))),
+            ..MetaSchema::new("object")
+        };
+        MetaSchema {
+            description: Some("An address, or an address with its roles."),
+            one_of: vec![string(), MetaSchemaRef::Inline(Box::new(row))],
+            ..MetaSchema::new("")
+        }
+    }
+}
+
+impl Type for BulkItem {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "BulkItem".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference("BulkItem".into())
+    }
+
+    fn register(registry: &mut Registry) {
+        registry.create_schema::<Self, _>("BulkItem".into(), |_| Self::schema());
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ParseFromJSON for BulkItem {
+    fn parse_from_json(_: Option<Value>) -> ParseResult<Self> {
+        Err(ParseError::custom("a bulk body is read as it streams"))
+    }
+}
+
+impl ToJSON for BulkItem {
+    fn to_json(&self) -> Option<Value> {
+        None
+    }
 }
 
 #[derive(Debug, Object)]

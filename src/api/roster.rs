@@ -249,7 +249,7 @@ impl RosterApi {
         let row = RawRow::new(
             1,
             email.to_string(),
-            (!roles.is_empty()).then(|| crate::domain::Role::join(&roles)),
+            (!roles.is_empty()).then(|| roles.iter().map(|r| r.as_str().to_owned()).collect()),
         );
         let context = ImportContext {
             batch_id: crate::import::new_batch_id(),

@@ -56,9 +56,19 @@ impl Role {
 
     /// Parses a list separated by `;`, `|` or `,`, ignoring empty items and duplicates.
     pub fn parse_list(raw: &str) -> Result<Vec<Self>, RoleError> {
-        let mut roles = raw
-            .split([';', '|', ','])
+        Self::parse_all(Self::split_list(raw))
+    }
+
+    /// The names of a list separated by `;`, `|` or `,` (a spreadsheet cell), blanks left out.
+    pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+        raw.split([';', '|', ','])
             .filter(|item| !item.trim().is_empty())
+    }
+
+    /// Parses each name, sorted and without duplicates.
+    pub fn parse_all<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Self>, RoleError> {
+        let mut roles = names
+            .into_iter()
             .map(Self::parse)
             .collect::<Result<Vec<_>, _>>()?;
         roles.sort();

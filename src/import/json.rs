@@ -1,15 +1,20 @@
-//! Reading a bulk JSON body, `{"emails": ["a@example.org", ..], "batch_id": ".."}`,
-//! as it streams in: serde_json's parser drives a visitor that hands each
+//! Reading a bulk JSON body, `{"emails": ["a@example.org", {"email":
+//! "b@example.org", "roles": ["board"]}, ..], "batch_id": ".."}`, as it streams in: serde_json's parser drives a visitor that hands each
 //! address to the import the moment it is read, so a body of any size needs
 //! memory for one address, never for the list. (A visitor over serde_json, not
 //! a separate streaming crate: the parser the API already uses, with its
 //! line/column errors and no new dependency.)
 //!
 //! Fields may come in any order; `batch_id` (a string; `null` is refused, as
-//! in every other body) may follow the addresses. Unknown fields are skipped, as the other JSON bodies do. A
-//! wrong type anywhere (a number among the addresses, `"emails": null`), a
-//! repeated field, a missing `emails` or broken syntax ends the import with
-//! [`ImportError::MalformedJson`] and nothing is written.
+//! in every other body) may follow the addresses. Unknown top-level fields are
+//! skipped, as the other JSON bodies do; an item's object takes `email` and
+//! `roles` only, since a misspelt `role` would otherwise grant nothing
+//! silently. Each item is an address, or an object with its roles, as a CSV
+//! row has them. A wrong type anywhere (a number among the addresses,
+//! `"emails": null`, `"roles": "board"`), a repeated field, a missing `emails`
+//! or broken syntax ends the import with [`ImportError::MalformedJson`] and
+//! nothing is written. A role the import does not know makes its row invalid
+//! in the report, as in a CSV.
 
 use std::fmt;
 use std::io::{BufReader, Read};
@@ -141,12 +146,65 @@ impl<'de> Visitor<'de> for Emails<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let state = self.0;
-        while let Some(email) = seq.next_element::<String>()? {
-            let row = RawRow::new(state.sink.rows() + 1, email, None);
+        while let Some(item) = seq.next_element::<Item>()? {
+            let (email, roles) = match item {
+                Item::Address(email) => (email, None),
+                Item::Row(row) => (row.email, row.roles),
+            };
+            let row = RawRow::new(state.sink.rows() + 1, email, roles);
             if let Err(failure) = state.sink.push(row) {
                 return Err(state.refused(failure));
             }
         }
         Ok(())
+    }
+}
+
+/// One item of `emails`: an address, or an address with its roles.
+enum Item {
+    Address(String),
+    Row(Row),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Row {
+    email: String,
+    /// Absent: no roles. `null` is refused, as everywhere.
+    #[serde(default, deserialize_with = "present")]
+    roles: Option<Vec<String>>,
+}
+
+fn present<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    Vec::deserialize(deserializer).map(Some)
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an address, or an object with `email` and `roles`")
+    }
+
+    fn visit_str<E: de::Error>(self, email: &str) -> Result<Item, E> {
+        Ok(Item::Address(email.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, email: String) -> Result<Item, E> {
+        Ok(Item::Address(email))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item, A::Error> {
+        Row::deserialize(de::value::MapAccessDeserializer::new(map)).map(Item::Row)
     }
 }

@@ -29,14 +29,15 @@ pub struct RawRow {
     /// 1-based position in the upload (the line of a CSV, the index of a JSON item).
     pub line: u64,
     pub email: String,
-    /// Roles separated by `;`, `|` or `,`; `None` when the upload has no roles.
-    pub roles: Option<String>,
+    /// The row's role names, as given (a CSV cell already split); `None`
+    /// when the upload has no roles.
+    pub roles: Option<Vec<String>>,
     /// The row's text is not UTF-8 (`email` then holds a lossy rendering).
     pub unreadable: bool,
 }
 
 impl RawRow {
-    pub fn new(line: u64, email: String, roles: Option<String>) -> Self {
+    pub fn new(line: u64, email: String, roles: Option<Vec<String>>) -> Self {
         Self {
             line,
             email,
@@ -368,7 +369,9 @@ fn parse_row(row: &RawRow, known_roles: &[String]) -> Result<EligibleEntry, Stri
     }
     let email = Email::parse(&row.email).map_err(|e| e.to_string())?;
     let roles = match &row.roles {
-        Some(raw) => Role::parse_list(raw).map_err(|e| e.to_string())?,
+        Some(names) => {
+            Role::parse_all(names.iter().map(String::as_str)).map_err(|e| e.to_string())?
+        }
         None => Vec::new(),
     };
     if let Some(unknown) = roles

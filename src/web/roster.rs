@@ -294,8 +294,9 @@ pub async fn invalid_rows(
         out.write_record(["email", "roles", "line", "reason"])?;
         for (row, reason) in &rows {
             let line = row.line.to_string();
-            let roles = row.roles.as_deref().unwrap_or_default();
-            out.write_record([row.email.as_str(), roles, &line, reason])?;
+            // One cell, in a form the import reads back.
+            let roles = row.roles.as_deref().unwrap_or_default().join(";");
+            out.write_record([row.email.as_str(), &roles, &line, reason])?;
         }
         out.flush()?;
         Ok(out.get_ref().clone())

@@ -1,7 +1,7 @@
 //! `POST /v1/admin/eligible-emails/bulk`: a roster as JSON, read as it streams
 //! in, with the import's body limit and all-or-nothing semantics.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TestApp, assert_problem};
@@ -235,6 +235,76 @@ async fn a_body_malformed_part_way_changes_nothing(backend: Backend) {
 }
 
 /// Over `max_import_bytes`: 413, declared or found out while streaming.
+/// A row may carry its roles, as a CSV row does: an item is an address or
+/// `{email, roles}`. An unknown role makes that row invalid in the report; a
+/// misspelt field or a wrong type refuses the whole body.
+async fn a_row_may_carry_its_roles(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, admin) = app.admin().await;
+    let created = app
+        .post_json_as("/v1/admin/roles", &admin, json!({ "name": "board" }))
+        .await;
+    assert_eq!(created.status(), 201);
+    let before = listed(&app, &admin, "").await;
+    for refused in [
+        json!({ "emails": [{ "email": "x@example.org", "role": ["board"] }] }),
+        json!({ "emails": [{ "email": "x@example.org", "roles": null }] }),
+        json!({ "emails": [{ "email": "x@example.org", "roles": "board" }] }),
+        json!({ "emails": [{ "roles": ["board"] }] }),
+        json!({ "emails": ["ok@example.org", { "email": 7 }] }),
+    ] {
+        let body = serde_json::to_vec(&refused).unwrap();
+        let problem = assert_problem(post_body(&app, &admin, body).await, 400).await;
+        assert_eq!(problem["code"], "invalid_json", "{refused}");
+    }
+    assert_eq!(listed(&app, &admin, "").await, before, "nothing written");
+
+    let body = json!({ "emails": [
+        "plain@example.org",
+        { "email": "Chair@Example.org", "roles": ["Board", "active"] },
+        { "email": "none@example.org" },
+        { "email": "typo@example.org", "roles": ["bored"] },
+        { "email": "cell@example.org", "roles": ["board;active"] },
+    ]});
+    let report = TestApp::json_ok(
+        post_body(&app, &admin, serde_json::to_vec(&body).unwrap()).await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        (report["rows"].as_u64(), report["added"].as_u64()),
+        (Some(5), Some(3))
+    );
+    let invalid: Vec<(u64, &str)> = report["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["line"].as_u64().unwrap(),
+                row["value"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(invalid, [(4, "typo@example.org"), (5, "cell@example.org")]);
+    let page = TestApp::json_ok(app.get_as("/v1/admin/eligible-emails", &admin).await, 200).await;
+    let roles_of = |email: &str| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["email"] == email)
+            .map(|item| item["roles"].clone())
+    };
+    assert_eq!(
+        roles_of("chair@example.org"),
+        Some(json!(["active", "board"]))
+    );
+    assert_eq!(roles_of("plain@example.org"), Some(json!([])));
+    assert_eq!(roles_of("none@example.org"), Some(json!([])));
+    assert_eq!(roles_of("typo@example.org"), None);
+}
+
 async fn a_body_over_the_import_limit_is_refused(backend: Backend) {
     let app = TestApp::spawn_with(backend, &[("max_import_bytes", "20000")]).await;
     let (_, admin) = app.admin().await;
@@ -255,6 +325,7 @@ async fn a_body_over_the_import_limit_is_refused(backend: Backend) {
 }
 
 backend_tests!(
+    a_row_may_carry_its_roles,
     a_hundred_thousand_addresses_go_in_one_call,
     a_streamed_body_reads_like_one_in_a_piece,
     a_body_malformed_part_way_changes_nothing,
