@@ -376,6 +376,19 @@ impl TestApp {
         request.send().await.expect("request")
     }
 
+    /// The OpenAPI document the server serves.
+    pub async fn spec(&self) -> Value {
+        Self::json_ok(
+            self.client
+                .get(self.url("/openapi.json"))
+                .send()
+                .await
+                .expect("spec"),
+            200,
+        )
+        .await
+    }
+
     /// The JSON of a successful response, asserting its status.
     pub async fn json_ok(response: reqwest::Response, status: u16) -> Value {
         let code = response.status();
