@@ -54,24 +54,6 @@ async fn batches(app: &TestApp, token: &str) -> Vec<Value> {
     page["items"].as_array().expect("items").clone()
 }
 
-async fn listed(app: &TestApp, token: &str, query: &str) -> Vec<String> {
-    let page = TestApp::json_ok(
-        app.get_as(
-            &format!("/v1/admin/eligible-emails?limit=500{query}"),
-            token,
-        )
-        .await,
-        200,
-    )
-    .await;
-    page["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|item| item["email"].as_str().expect("email").to_owned())
-        .collect()
-}
-
 /// The seed design's promise: 100,000 addresses in one call with the default
 /// settings, `batch_id` after the list (so the first chunks are written before
 /// the batch is named), each address then eligible under that batch.
@@ -110,7 +92,7 @@ async fn a_hundred_thousand_addresses_go_in_one_call(backend: Backend) {
     );
     for i in [0, 4_999, 5_000, 99_999] {
         assert_eq!(
-            listed(&app, &admin, &format!("&q=member.{i}@")).await,
+            app.allowlisted(&admin, &format!("&q=member.{i}@")).await,
             [format!("member.{i}@bulk.example.org")]
         );
     }
@@ -141,7 +123,7 @@ async fn a_streamed_body_reads_like_one_in_a_piece(backend: Backend) {
     assert_eq!(report["invalid"][0]["line"], 3);
     assert_eq!(report["invalid"][0]["value"], "nope");
     assert_eq!(
-        listed(&app, &admin, "&batch_id=first").await,
+        app.allowlisted(&admin, "&batch_id=first").await,
         ["a@example.org", "b@example.org"]
     );
 
@@ -156,7 +138,7 @@ async fn a_streamed_body_reads_like_one_in_a_piece(backend: Backend) {
     let spaced = br#"{"emails": ["d@example.org"], "batch_id": " first "}"#;
     let problem = assert_problem(post_body(&app, &admin, spaced.to_vec()).await, 422).await;
     assert_eq!(problem["code"], "invalid_batch_id");
-    assert!(listed(&app, &admin, "&q=d%40example").await.is_empty());
+    assert!(app.allowlisted(&admin, "&q=d%40example").await.is_empty());
 }
 
 /// A body that breaks part-way, after thousands of addresses were already
@@ -165,7 +147,10 @@ async fn a_body_malformed_part_way_changes_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, admin) = app.admin().await;
     app.allowlist(&admin, "kept@example.org", &[]).await;
-    let before = (listed(&app, &admin, "").await, batches(&app, &admin).await);
+    let before = (
+        app.allowlisted(&admin, "").await,
+        batches(&app, &admin).await,
+    );
 
     let good = roster(12_000, "");
     let open_list = good[..good.len() - 2].to_vec(); // without `]}`
@@ -219,7 +204,10 @@ async fn a_body_malformed_part_way_changes_nothing(backend: Backend) {
         assert_eq!(problem["code"], "invalid_json", "{what}: {problem}");
     }
 
-    let after = (listed(&app, &admin, "").await, batches(&app, &admin).await);
+    let after = (
+        app.allowlisted(&admin, "").await,
+        batches(&app, &admin).await,
+    );
     assert_eq!(after, before, "nothing written, no batch recorded");
     let audit = TestApp::json_ok(
         app.get_as("/v1/admin/audit?action=allowlist.import", &admin)
@@ -245,7 +233,7 @@ async fn a_row_may_carry_its_roles(backend: Backend) {
         .post_json_as("/v1/admin/roles", &admin, json!({ "name": "board" }))
         .await;
     assert_eq!(created.status(), 201);
-    let before = listed(&app, &admin, "").await;
+    let before = app.allowlisted(&admin, "").await;
     for refused in [
         json!({ "emails": [{ "email": "x@example.org", "role": ["board"] }] }),
         json!({ "emails": [{ "email": "x@example.org", "roles": null }] }),
@@ -257,7 +245,7 @@ async fn a_row_may_carry_its_roles(backend: Backend) {
         let problem = assert_problem(post_body(&app, &admin, body).await, 400).await;
         assert_eq!(problem["code"], "invalid_json", "{refused}");
     }
-    assert_eq!(listed(&app, &admin, "").await, before, "nothing written");
+    assert_eq!(app.allowlisted(&admin, "").await, before, "nothing written");
 
     let body = json!({ "emails": [
         "plain@example.org",
@@ -308,7 +296,7 @@ async fn a_row_may_carry_its_roles(backend: Backend) {
 async fn a_body_over_the_import_limit_is_refused(backend: Backend) {
     let app = TestApp::spawn_with(backend, &[("max_import_bytes", "20000")]).await;
     let (_, admin) = app.admin().await;
-    let before = listed(&app, &admin, "").await;
+    let before = app.allowlisted(&admin, "").await;
     let big = roster(1_000, "");
     assert!(big.len() > 20_000);
     let problem = assert_problem(post_body(&app, &admin, big.clone()).await, 413).await;
@@ -316,7 +304,7 @@ async fn a_body_over_the_import_limit_is_refused(backend: Backend) {
     let parts = big.chunks(4_000).map(<[u8]>::to_vec).collect();
     let problem = assert_problem(post_streamed(&app, &admin, parts).await, 413).await;
     assert_eq!(problem["code"], "body_too_large");
-    assert_eq!(listed(&app, &admin, "").await, before);
+    assert_eq!(app.allowlisted(&admin, "").await, before);
 
     let small = roster(100, "");
     assert!(small.len() < 20_000);

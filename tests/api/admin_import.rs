@@ -3,24 +3,6 @@ use serde_json::Value;
 use crate::backend_tests;
 use crate::helpers::{Backend, TestApp, assert_problem, fixture};
 
-async fn list_emails(app: &TestApp, token: &str, query: &str) -> Vec<String> {
-    let page = TestApp::json_ok(
-        app.get_as(
-            &format!("/v1/admin/eligible-emails?limit=500{query}"),
-            token,
-        )
-        .await,
-        200,
-    )
-    .await;
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["email"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn messy_spreadsheet_export_imports_with_exact_figures(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, admin) = app.admin().await;
@@ -138,7 +120,7 @@ async fn headerless_comma_file_uses_the_first_column(backend: Backend) {
     );
     assert_eq!(report["duplicates"], 1);
     assert_eq!(
-        list_emails(&app, &admin, "&batch_id=plain").await,
+        app.allowlisted(&admin, "&batch_id=plain").await,
         ["one@example.org", "two@example.org"]
     );
 }
@@ -146,7 +128,7 @@ async fn headerless_comma_file_uses_the_first_column(backend: Backend) {
 async fn dry_run_reports_but_writes_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, admin) = app.admin().await;
-    let before = list_emails(&app, &admin, "").await;
+    let before = app.allowlisted(&admin, "").await;
     let report = TestApp::json_ok(
         app.import_csv(
             &admin,
@@ -159,7 +141,7 @@ async fn dry_run_reports_but_writes_nothing(backend: Backend) {
     .await;
     assert_eq!(report["added"], 4);
     assert_eq!(report["dry_run"], true);
-    assert_eq!(list_emails(&app, &admin, "").await, before);
+    assert_eq!(app.allowlisted(&admin, "").await, before);
     let batches = TestApp::json_ok(app.get_as("/v1/admin/batches", &admin).await, 200).await;
     assert!(
         batches["items"]
@@ -179,7 +161,7 @@ async fn dry_run_reports_but_writes_nothing(backend: Backend) {
 async fn broken_or_oversized_uploads_change_nothing(backend: Backend) {
     let app = TestApp::spawn_with(backend, &[("max_import_bytes", "2000")]).await;
     let (_, admin) = app.admin().await;
-    let before = list_emails(&app, &admin, "").await;
+    let before = app.allowlisted(&admin, "").await;
     let big: Vec<u8> = (0..200)
         .flat_map(|i| format!("user{i}@example.org\n").into_bytes())
         .collect();
@@ -198,7 +180,7 @@ async fn broken_or_oversized_uploads_change_nothing(backend: Backend) {
         .import_csv(&admin, b"a@example.org\n".to_vec(), "?batch_id=no%20spaces")
         .await;
     assert_problem(bad_batch, 422).await;
-    assert_eq!(list_emails(&app, &admin, "").await, before);
+    assert_eq!(app.allowlisted(&admin, "").await, before);
 }
 
 async fn batches_list_and_withdraw_unclaimed_entries(backend: Backend) {
@@ -237,11 +219,12 @@ async fn batches_list_and_withdraw_unclaimed_entries(backend: Backend) {
     .await;
     assert_eq!(withdrawn["removed"], 1, "the claimed address stays");
     assert_eq!(
-        list_emails(&app, &admin, "&batch_id=spring").await,
+        app.allowlisted(&admin, "&batch_id=spring").await,
         ["one@example.org"]
     );
     assert_eq!(
-        list_emails(&app, &admin, "&claimed=true&batch_id=spring").await,
+        app.allowlisted(&admin, "&claimed=true&batch_id=spring")
+            .await,
         ["one@example.org"]
     );
     assert_problem(
@@ -310,7 +293,7 @@ async fn allowlist_pages_with_a_cursor_and_filters(backend: Backend) {
     }
     let expected: Vec<String> = (0..25).map(|i| format!("p{i:02}@example.org")).collect();
     assert_eq!(seen, expected);
-    assert_eq!(list_emails(&app, &admin, "&q=P1").await.len(), 10);
+    assert_eq!(app.allowlisted(&admin, "&q=P1").await.len(), 10);
     assert_problem(
         app.get_as("/v1/admin/eligible-emails?cursor=%21%21", &admin)
             .await,
@@ -353,7 +336,7 @@ async fn a_million_row_file_imports(backend: Backend) {
         .clone();
     assert_eq!(million["remaining"], 999_997);
     assert_eq!(
-        list_emails(&app, &admin, "&q=user999999@").await,
+        app.allowlisted(&admin, "&q=user999999@").await,
         ["user999999@example.org"]
     );
 }

@@ -376,6 +376,18 @@ impl TestApp {
         request.send().await.expect("request")
     }
 
+    /// The allowlisted addresses matching `query` (appended to `?limit=500`), in listing order.
+    pub async fn allowlisted(&self, token: &str, query: &str) -> Vec<String> {
+        let path = format!("/v1/admin/eligible-emails?limit=500{query}");
+        let page = Self::json_ok(self.get_as(&path, token).await, 200).await;
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| item["email"].as_str().expect("email").to_owned())
+            .collect()
+    }
+
     /// The OpenAPI document the server serves.
     pub async fn spec(&self) -> Value {
         Self::json_ok(
