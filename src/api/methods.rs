@@ -55,11 +55,11 @@ impl AllowedMethods {
         }
         let mut templates = Vec::new();
         for (path, mut statuses) in paths {
+            // poem answers HEAD wherever GET is answered, as GET would.
             if let Some((_, get)) = statuses.iter().find(|(m, _)| m == Method::GET) {
                 statuses.push((Method::HEAD, get.clone()));
             }
             let mut methods: Vec<Method> = statuses.iter().map(|(m, _)| m.clone()).collect();
-            // poem answers HEAD wherever GET is answered (added above).
             methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             methods.dedup();
             let allow = methods
