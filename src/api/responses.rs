@@ -30,7 +30,7 @@ use crate::error::{PROBLEM_JSON, Problem};
 /// call, a token minted from an API key deleting its member); 404 a feature
 /// that is switched off, or a filter naming what does not exist; 422 a field
 /// the domain refuses.
-pub const STATE_STATUSES: &[(&str, &str, &[u16])] = &[
+const STATE_STATUSES: &[(&str, &str, &[u16])] = &[
     ("POST", "/v1/auth/magic-link", &[403, 422, 429]),
     ("POST", "/v1/auth/magic-link/status", &[401]),
     ("POST", "/v1/auth/verify", &[401, 422, 429]),
@@ -122,7 +122,7 @@ fn shape_statuses(path: &str, op: &MetaOperation) -> Vec<u16> {
 
 /// The error statuses `method path` lists: its shape's and its own, sorted.
 /// `None` for an operation [`STATE_STATUSES`] does not know.
-pub fn error_statuses(path: &str, op: &MetaOperation) -> Option<Vec<u16>> {
+fn error_statuses(path: &str, op: &MetaOperation) -> Option<Vec<u16>> {
     let (.., own) = STATE_STATUSES
         .iter()
         .find(|(method, known, _)| *method == op.method.as_str() && *known == path)?;
@@ -232,7 +232,7 @@ impl<T: OpenApi> OpenApi for Documented<T> {
 }
 
 /// `/members/:id` as the spec writes it, `/members/{id}`.
-pub fn openapi_path(path: &str) -> String {
+fn openapi_path(path: &str) -> String {
     path.split('/')
         .map(|segment| match segment.strip_prefix(':') {
             Some(name) => format!("{{{name}}}"),
