@@ -124,16 +124,21 @@ impl Served {
     }
 }
 
+/// The first mail written in `dir`: an `.eml` file with something in it (the
+/// transport's write probe and a file still being written are skipped).
 fn find_eml(dir: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(entry) = std::fs::read_dir(dir)
+        let written = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .flatten()
-            .next()
-        {
-            return std::fs::read_to_string(entry.path()).unwrap();
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .find(|text| text.contains("\r\n\r\n"));
+        if let Some(text) = written {
+            return text;
         }
         assert!(
             Instant::now() < deadline,
