@@ -76,8 +76,7 @@ pub struct RoleGrantBody {
 pub struct OnboardRequest {
     pub email: EmailText,
     /// Roles besides `member`, which every member has.
-    #[oai(default)]
-    pub roles: Vec<RoleText>,
+    pub roles: Opt<Vec<RoleText>>,
     /// Also issue an API key for the new member, returned once.
     pub api_key: Opt<KeyRequestBody>,
 }
@@ -222,7 +221,7 @@ impl MembersApi {
     ) -> Result<Created, ApiError> {
         let onboarding = Onboarding {
             email: body.email.email()?,
-            roles: RoleText::roles(&body.roles)?,
+            roles: RoleText::roles(body.roles.0.as_deref().unwrap_or_default())?,
             api_key: body.0.api_key.0.map(|k| k.parse()).transpose()?,
         };
         let actor = actor(&auth, &self.proxies, req);

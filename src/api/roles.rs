@@ -12,7 +12,7 @@ use crate::admin::AdminService;
 use crate::clock::Clock;
 use crate::domain::Role;
 
-use super::input::{RoleText, Text};
+use super::input::{Opt, RoleText, Text};
 use crate::error::ApiError;
 use crate::store::DynStore;
 
@@ -38,8 +38,7 @@ pub struct RoleView {
 #[oai(skip_serializing_if_is_none)]
 pub struct NewRole {
     pub name: RoleText,
-    #[oai(default)]
-    pub description: Text,
+    pub description: Opt<Text>,
 }
 
 #[derive(ApiResponse)]
@@ -82,7 +81,7 @@ impl RolesApi {
         req: &Request,
     ) -> Result<RoleCreated, ApiError> {
         let role = body.name.role()?;
-        let description = body.description.trim();
+        let description = body.description.0.as_deref().map_or("", str::trim);
         self.admin
             .create_role(&actor(&auth, &self.proxies, req), &role, description)
             .await?;

@@ -13,7 +13,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::TrustedProxies;
 use super::eligible::ImportReportView;
-use super::input::{BatchIdText, CursorText, EmailInPathText, EmailText, RoleText};
+use super::input::{BatchIdText, CursorText, EmailInPathText, EmailText, Opt, RoleText};
 use super::members::actor;
 use super::paging::{self, CsvResponse};
 use super::views::timestamp;
@@ -119,8 +119,7 @@ pub enum RosterBody {
 pub struct EligibleEmailRequest {
     pub email: EmailText,
     /// Roles the member gets on first sign-in, besides `member`; each must exist (409 `unknown_role`).
-    #[oai(default)]
-    pub roles: Vec<RoleText>,
+    pub roles: Opt<Vec<RoleText>>,
 }
 
 #[derive(ApiResponse)]
@@ -245,7 +244,7 @@ impl RosterApi {
     ) -> Result<Upserted, ApiError> {
         let admin = &auth.0;
         let email = body.email.email()?;
-        let roles = RoleText::roles(&body.roles)?;
+        let roles = RoleText::roles(body.roles.0.as_deref().unwrap_or_default())?;
         let row = RawRow::new(
             1,
             email.to_string(),
