@@ -1,7 +1,8 @@
 //! Reading a bulk JSON body, `{"emails": ["a@example.org", {"email":
-//! "b@example.org", "roles": ["board"]}, ..], "batch_id": ".."}`, as it streams in: serde_json's parser drives a visitor that hands each
-//! address to the import the moment it is read, so a body of any size needs
-//! memory for one address, never for the list. (A visitor over serde_json, not
+//! "b@example.org", "roles": ["board"]}, ..], "batch_id": ".."}`, as it
+//! streams in: serde_json's parser drives a visitor that hands each item to
+//! the import the moment it is read, so a body of any size needs memory for
+//! one item, never for the list. (A visitor over serde_json, not
 //! a separate streaming crate: the parser the API already uses, with its
 //! line/column errors and no new dependency.)
 //!
